@@ -1,0 +1,38 @@
+"""lbproxy: a consistent-hashing HTTP load balancer that owns and heals its replicas."""
+
+from ._config import Config, load_config, parse_config, parse_config_text
+from ._errors import (
+    BackendError,
+    ConfigError,
+    LbproxyError,
+    RequestError,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamTimeoutError,
+)
+from ._hashing import HashScheme, make_scheme
+from ._ring import HashRing
+from ._server import Server
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackendError",
+    "Config",
+    "ConfigError",
+    "HashRing",
+    "HashScheme",
+    "LbproxyError",
+    "RequestError",
+    "Server",
+    "UpstreamConnectError",
+    "UpstreamError",
+    "UpstreamProtocolError",
+    "UpstreamTimeoutError",
+    "__version__",
+    "load_config",
+    "make_scheme",
+    "parse_config",
+    "parse_config_text",
+]

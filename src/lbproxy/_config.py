@@ -1,0 +1,252 @@
+"""Every setting of lbproxy in one immutable value object, parsed from config.yaml.
+
+Pure: ``parse_config`` takes the decoded YAML and returns a ``Config`` or raises ``ConfigError``
+naming the bad field. Unknown keys are errors, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ._errors import ConfigError
+from ._hashing import HashName, HashScheme, make_scheme
+from ._names import name_problem
+
+DEFAULT_PORT = 5000
+DEFAULT_REPLICAS = 3
+DEFAULT_MAX_REPLICAS = 32
+
+Seconds = Annotated[float, Field(gt=0, le=86_400)]
+_KEY_RE = re.compile(r"request_id|client_ip|path|(header|cookie|query):[!-~]+")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class ListenConfig(_Model):
+    host: str = "0.0.0.0"
+    port: int = Field(DEFAULT_PORT, ge=0, le=65535)
+
+
+class ProcessBackendConfig(_Model):
+    #: Command that runs one replica; it gets SERVER_ID, PORT and LISTEN_FD in its environment.
+    #: None means this Python's ``-m lbproxy.replica``.
+    command: list[str] | None = None
+    host: str = "127.0.0.1"
+    #: Where replicas' stdout/stderr go: the balancer's own ("inherit") or nowhere ("discard").
+    output: Literal["inherit", "discard"] = "inherit"
+
+    @field_validator("command")
+    @classmethod
+    def _command_not_empty(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and not v:
+            raise ValueError("must name a program (or be null for the built-in replica)")
+        return v
+
+
+class StaticReplica(_Model):
+    hostname: str
+    address: str
+
+    @field_validator("hostname")
+    @classmethod
+    def _valid_hostname(cls, v: str) -> str:
+        problem = name_problem(v)
+        if problem:
+            raise ValueError(problem)
+        return v
+
+    @field_validator("address")
+    @classmethod
+    def _host_port(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{v!r} is not host:port")
+        return v
+
+
+class ReplicasConfig(_Model):
+    count: int = Field(DEFAULT_REPLICAS, ge=0)
+    max: int = Field(DEFAULT_MAX_REPLICAS, ge=1, le=4096)
+    backend: Literal["process", "static"] = "process"
+    #: Prefix of generated hostnames: ``<prefix>-<n>`` at start, ``<prefix>-<random>`` later.
+    name_prefix: str = Field("server", pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,40}$")
+    #: How long a stopping replica gets before it is killed.
+    stop_timeout: Seconds = 5.0
+    process: ProcessBackendConfig = ProcessBackendConfig()
+    static: list[StaticReplica] = []
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ReplicasConfig:
+        if self.backend == "static":
+            if not self.static:
+                raise ValueError("backend 'static' needs a non-empty replicas.static list")
+            if "count" in self.model_fields_set and self.count != len(self.static):
+                raise ValueError(
+                    f"count ({self.count}) differs from the {len(self.static)} static replicas"
+                )
+            names = [s.hostname.lower() for s in self.static]
+            if len(set(names)) != len(names):
+                raise ValueError("replicas.static has duplicate hostnames")
+        if self.desired_count > self.max:
+            raise ValueError(f"count ({self.desired_count}) is above max ({self.max})")
+        return self
+
+    @property
+    def desired_count(self) -> int:
+        return len(self.static) if self.backend == "static" else self.count
+
+
+class HashingConfig(_Model):
+    function: HashName = "default"
+    #: Ring size M; None: 512 for assignment/modulo, 2^64 for default.
+    slots: int | None = Field(None, ge=1, le=1 << 64)
+    #: Virtual nodes per replica K; None: log2(M) for assignment/modulo, 16384 for default.
+    virtual_nodes: int | None = Field(None, ge=1, le=1 << 20)
+    probing: Literal["linear", "quadratic"] = "linear"
+    #: What routes a request: request_id (X-Request-Id, a random 6-digit id when absent),
+    #: client_ip, path, header:<Name>, cookie:<name> or query:<name>.
+    key: str = "request_id"
+
+    @field_validator("key")
+    @classmethod
+    def _key_spec(cls, v: str) -> str:
+        if not _KEY_RE.fullmatch(v):
+            raise ValueError(
+                f"{v!r} is not one of request_id, client_ip, path, header:<name>, "
+                "cookie:<name>, query:<name>"
+            )
+        return v
+
+    def scheme(self) -> HashScheme:
+        return make_scheme(self.function, self.slots, self.virtual_nodes)
+
+
+class HealthConfig(_Model):
+    path: str = Field("/heartbeat", pattern=r"^/\S*$")
+    interval: Seconds = 2.0
+    timeout: Seconds = 1.0
+    #: Consecutive missed heartbeats before a replica leaves the ring and is replaced.
+    unhealthy_threshold: int = Field(3, ge=1, le=100)
+    #: Consecutive answered heartbeats before a replica (re)joins the ring.
+    healthy_threshold: int = Field(1, ge=1, le=100)
+    #: How often a starting replica is probed until it first answers.
+    startup_probe_interval: Seconds = 0.05
+    #: A replica that does not answer within this long after start has failed to start.
+    startup_timeout: Seconds = 20.0
+    backoff_initial: Seconds = 0.5
+    backoff_max: Seconds = 30.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> HealthConfig:
+        if self.backoff_max < self.backoff_initial:
+            raise ValueError("backoff_max must be >= backoff_initial")
+        return self
+
+
+class ProxyConfig(_Model):
+    #: Further replicas (distinct, clockwise) tried when one cannot be connected to.
+    retries: int = Field(2, ge=0, le=64)
+    connect_timeout: Seconds = 2.0
+    #: Longest wait for the replica's answer headers, and between two reads of its body.
+    read_timeout: Seconds = 60.0
+    #: Most upstream connections kept open at once (all replicas together).
+    pool_size: int = Field(512, ge=1, le=100_000)
+    keepalive_timeout: Seconds = 15.0
+
+
+class ReloadConfig(_Model):
+    enabled: bool = True
+    #: How often config.yaml is checked for changes.
+    interval: Seconds = 1.0
+
+
+class Config(_Model):
+    listen: ListenConfig = ListenConfig()
+    replicas: ReplicasConfig = ReplicasConfig()
+    hashing: HashingConfig = HashingConfig()
+    health: HealthConfig = HealthConfig()
+    proxy: ProxyConfig = ProxyConfig()
+    reload: ReloadConfig = ReloadConfig()
+    #: Longest wait for in-flight requests and replicas on shutdown.
+    shutdown_timeout: Seconds = 10.0
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="after")
+    def _ring_fits(self) -> Config:
+        scheme = self.hashing.scheme()
+        need = self.replicas.max * scheme.virtual_nodes
+        if need > scheme.slots:
+            raise ValueError(
+                f"hashing.slots ({scheme.slots}) must hold replicas.max x virtual_nodes "
+                f"({self.replicas.max} x {scheme.virtual_nodes} = {need})"
+            )
+        return self
+
+
+#: Fields that a reload can change on a running balancer; others need a restart.
+RELOADABLE = ("replicas.count", "replicas.max", "hashing", "health", "proxy.retries", "log_level")
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    # pydantic puts the validator's name in loc for model validators; drop it.
+    parts = [str(p) for p in loc if not str(p).startswith("function-")]
+    return ".".join(parts) or "(top level)"
+
+
+def _describe(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        where = _field_path(e["loc"])
+        msg = "unknown field" if e["type"] == "extra_forbidden" else e["msg"]
+        msg = msg.removeprefix("Value error, ")
+        lines.append(f"{where}: {msg}")
+    return "; ".join(lines)
+
+
+def parse_config(data: Any, source: str = "config") -> Config:
+    """Validate decoded YAML; ``source`` is used in the error message."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: top level must be a mapping, not {type(data).__name__}")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(f"{source}: {_describe(e)}") from None
+
+
+def parse_config_text(text: str, source: str = "config") -> Config:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: not valid YAML: {e}") from None
+    return parse_config(data, source)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a config file (blocking: call it off the event loop when running)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read: {e.strerror or e}") from None
+    return parse_config_text(text, str(p))
+
+
+def with_overrides(config: Config, **dotted: Any) -> Config:
+    """A copy of ``config`` with dotted fields replaced (``listen.port=0``), re-validated."""
+    data = config.model_dump()
+    for key, value in dotted.items():
+        node = data
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    return parse_config(data, "overrides")

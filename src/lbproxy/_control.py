@@ -1,0 +1,69 @@
+"""Changing how many replicas run: /add, /rm and config reloads all come through here."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Sequence
+
+from ._config import Config
+from ._names import random_name
+from ._pool import Pool, Replica
+from ._supervisor import Supervisor
+
+log = logging.getLogger("lbproxy")
+
+
+class Controller:
+    def __init__(self, pool: Pool, supervisor: Supervisor, config: Callable[[], Config]) -> None:
+        self.pool = pool
+        self._supervisor = supervisor
+        self._config = config
+        #: One change at a time: validation and the change it allows must see the same pool.
+        self.lock = asyncio.Lock()
+
+    def add(self, n: int, hostnames: Sequence[str] = ()) -> list[Replica]:
+        """Add ``n`` replicas (named ones first, the rest named at random). Hold ``lock``."""
+        names = list(hostnames)
+        prefix = self._config().replicas.name_prefix
+        while len(names) < n:
+            names.append(random_name(prefix, [*self.pool.hostnames(), *names]))
+        added = []
+        for slot, name in zip(self.pool.free_slots(n), names, strict=True):
+            replica = self.pool.add(slot, name)
+            self._supervisor.launch(replica)
+            added.append(replica)
+        log.info("added %s", ", ".join(names))
+        return added
+
+    async def remove(self, n: int, hostnames: Sequence[str] = ()) -> list[Replica]:
+        """Remove the named replicas plus random others up to ``n``. Hold ``lock``."""
+        chosen = [r for h in hostnames if (r := self.pool.by_hostname(h)) is not None]
+        others = [r for r in self.pool.replicas.values() if r not in chosen]
+        chosen += random.sample(others, n - len(chosen))
+        for r in chosen:
+            self.pool.remove(r.slot)
+        await asyncio.gather(*(self._supervisor.retire(r) for r in chosen))
+        log.info("removed %s", ", ".join(r.hostname for r in chosen))
+        return chosen
+
+    async def wait_up(self, replicas: Sequence[Replica], timeout: float) -> bool:
+        return await self._supervisor.wait_up(replicas, timeout)
+
+    async def scale_to(self, count: int) -> None:
+        """Grow or shrink to ``count`` (config reload): new ones at random names, the newest
+        slots removed first so the long-standing replicas keep their keys."""
+        async with self.lock:
+            have = len(self.pool)
+            if count > have:
+                self.add(count - have)
+            elif count < have:
+                newest = sorted(self.pool.replicas, reverse=True)[: have - count]
+                names = [self.pool.replicas[s].hostname for s in newest]
+                await self.remove(len(names), names)
+
+    def start_initial(self, count: int, names: Sequence[str] | None = None) -> list[Replica]:
+        """The replicas a fresh balancer starts with: ``<prefix>-1`` .. ``<prefix>-N``."""
+        prefix = self._config().replicas.name_prefix
+        return self.add(count, names or [f"{prefix}-{i}" for i in range(1, count + 1)])

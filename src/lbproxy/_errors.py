@@ -1,0 +1,40 @@
+"""One exception tree for everything lbproxy raises on purpose."""
+
+from __future__ import annotations
+
+
+class LbproxyError(Exception):
+    """Base of every error lbproxy raises deliberately."""
+
+
+class ConfigError(LbproxyError):
+    """config.yaml (or an override) is invalid; the message names the field."""
+
+
+class RequestError(LbproxyError):
+    """A client's admin request is invalid; answered with 400 and changes nothing."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+class BackendError(LbproxyError):
+    """A replica backend could not start, find or stop a replica."""
+
+
+class UpstreamError(LbproxyError):
+    """Talking to a replica failed."""
+
+
+class UpstreamConnectError(UpstreamError):
+    """No connection could be made: nothing was sent, so another replica may be tried."""
+
+
+class UpstreamTimeoutError(UpstreamError):
+    """The replica accepted the request but did not answer in time."""
+
+
+class UpstreamProtocolError(UpstreamError):
+    """The replica broke the exchange after it started (reset, malformed answer)."""

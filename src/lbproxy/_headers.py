@@ -1,0 +1,74 @@
+"""Header rewriting between client and replica (RFC 9110 section 7.6.1)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+#: Headers that describe one connection, never forwarded. Expect is answered by the balancer's
+#: own server (100-continue) and must not make the upstream client wait for it again.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "expect",
+    }
+)
+
+
+def _connection_tokens(headers: Iterable[tuple[str, str]]) -> set[str]:
+    tokens: set[str] = set()
+    for name, value in headers:
+        if name.lower() == "connection":
+            tokens.update(t.strip().lower() for t in value.split(",") if t.strip())
+    return tokens
+
+
+def strip_hop_by_hop(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The end-to-end headers: hop-by-hop ones and those named in Connection removed."""
+    items = list(headers)
+    drop = HOP_BY_HOP | _connection_tokens(items)
+    return [(k, v) for k, v in items if k.lower() not in drop]
+
+
+def upstream_headers(
+    headers: Mapping[str, str] | Iterable[tuple[str, str]],
+    client_ip: str | None,
+    scheme: str,
+    host: str | None,
+    extra: Iterable[tuple[str, str]] = (),
+) -> list[tuple[str, str]]:
+    """Headers for the request to a replica: end-to-end ones plus X-Forwarded-*.
+
+    X-Forwarded-For is appended to (the chain of proxies is kept); -Proto and -Host are set
+    to what this balancer saw, since it is the one that terminated the client's connection.
+    """
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    out: list[tuple[str, str]] = []
+    prior_for: list[str] = []
+    for k, v in strip_hop_by_hop(items):
+        low = k.lower()
+        if low == "x-forwarded-for":
+            prior_for.append(v)
+        elif low not in ("x-forwarded-proto", "x-forwarded-host"):
+            out.append((k, v))
+    if client_ip:
+        prior_for.append(client_ip)
+    if prior_for:
+        out.append(("X-Forwarded-For", ", ".join(prior_for)))
+    out.append(("X-Forwarded-Proto", scheme))
+    if host:
+        out.append(("X-Forwarded-Host", host))
+    out.extend(extra)
+    return out
+
+
+def downstream_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Headers of a replica's answer as sent to the client."""
+    return strip_hop_by_hop(headers)

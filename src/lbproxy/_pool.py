@@ -1,0 +1,119 @@
+"""Membership: which replica holds each ring slot, its state, and the ring of those that are up.
+
+No I/O here; the supervisor changes states and the proxy reads them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from ._hashing import HashScheme
+from ._ring import HashRing, Probing
+from .backends import ReplicaHandle
+
+
+class State(enum.Enum):
+    STARTING = "starting"
+    UP = "up"
+    DOWN = "down"
+
+
+@dataclass(eq=False)
+class Replica:
+    """One ring slot and the replica currently serving it."""
+
+    slot: int
+    hostname: str
+    state: State = State.STARTING
+    handle: ReplicaHandle | None = None
+    #: How many times this slot's replica was replaced or restarted after failing.
+    restarts: int = 0
+    #: Set while the replica is up: what /add waits for.
+    up: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Set to ask the supervisor for a heartbeat now (a request just failed to connect).
+    suspect: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def address(self) -> str | None:
+        return self.handle.address if self.handle else None
+
+
+class Pool:
+    """The managed replicas, in the order they were added (the order /rep lists)."""
+
+    def __init__(self, scheme: HashScheme, probing: Probing = "linear") -> None:
+        self.replicas: dict[int, Replica] = {}
+        self.scheme = scheme
+        self.probing: Probing = probing
+        self.ring = HashRing(scheme, (), probing)
+        self._ring_lock = asyncio.Lock()
+
+    # -- membership ------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.replicas)
+
+    def hostnames(self) -> list[str]:
+        return [r.hostname for r in self.replicas.values()]
+
+    def by_hostname(self, name: str) -> Replica | None:
+        low = name.lower()
+        for r in self.replicas.values():
+            if r.hostname.lower() == low:
+                return r
+        return None
+
+    def free_slots(self, n: int) -> list[int]:
+        """The ``n`` lowest unused slot numbers (from 1, as the assignment numbers replicas)."""
+        out: list[int] = []
+        s = 1
+        while len(out) < n:
+            if s not in self.replicas:
+                out.append(s)
+            s += 1
+        return out
+
+    def add(self, slot: int, hostname: str) -> Replica:
+        replica = Replica(slot=slot, hostname=hostname)
+        self.replicas[slot] = replica
+        return replica
+
+    def remove(self, slot: int) -> Replica:
+        replica = self.replicas.pop(slot)
+        replica.state = State.DOWN
+        replica.up.clear()
+        return replica
+
+    # -- routing ---------------------------------------------------------------------------
+
+    def route(self, key: str) -> Iterator[Replica]:
+        """Up replicas for ``key``: its own first, then the next distinct ones clockwise."""
+        replicas = self.replicas
+        for slot in self.ring.walk(key):
+            r = replicas.get(slot)
+            if r is not None and r.state is State.UP:
+                yield r
+
+    def up_slots(self) -> frozenset[int]:
+        return frozenset(s for s, r in self.replicas.items() if r.state is State.UP)
+
+    async def refresh_ring(self) -> None:
+        """Rebuild the ring for the current up replicas and scheme, if either changed.
+
+        The large default ring takes tens of milliseconds to build, so it is built in a
+        thread; requests go on being routed by the previous ring meanwhile (and never to a
+        replica that is not up, which ``route`` checks).
+        """
+        async with self._ring_lock:
+            scheme, probing, members = self.scheme, self.probing, self.up_slots()
+            ring = self.ring
+            if (ring.scheme, ring.probing, ring.replicas) == (scheme, probing, members):
+                return
+            self.ring = await asyncio.to_thread(HashRing, scheme, members, probing)
+
+    async def set_scheme(self, scheme: HashScheme, probing: Probing) -> None:
+        self.scheme, self.probing = scheme, probing
+        await self.refresh_ring()

@@ -1,0 +1,107 @@
+"""The data path: pick replicas on the ring, stream the request there and the answer back."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from itertools import islice
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from ._config import Config
+from ._errors import UpstreamConnectError, UpstreamError, UpstreamTimeoutError
+from ._headers import downstream_headers, upstream_headers
+from ._keys import REQUEST_ID_HEADER, KeyFunction
+from ._messages import failure, missing_endpoint
+from ._pool import Pool
+from .transport import Transport, UpstreamResponse
+
+log = logging.getLogger("lbproxy.proxy")
+
+
+async def _request_body(content: web.StreamReader) -> AsyncIterator[bytes]:
+    # Chunk by chunk as the client sends; the reader pauses the client when we fall behind.
+    async for chunk in content.iter_any():
+        yield chunk
+
+
+class Proxy:
+    def __init__(
+        self,
+        pool: Pool,
+        transport: Transport,
+        config: Callable[[], Config],
+        key_function: Callable[[], KeyFunction],
+    ) -> None:
+        self._pool = pool
+        self._transport = transport
+        self._config = config
+        self._key_function = key_function
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        key, generated = self._key_function()(request)
+        extra = (
+            [(REQUEST_ID_HEADER, key)]
+            if generated and self._config().hashing.key == ("request_id")
+            else []
+        )
+        headers = upstream_headers(
+            request.headers.items(), request.remote, request.scheme, request.host, extra
+        )
+        body = _request_body(request.content) if request.body_exists else None
+        attempts = 1 + self._config().proxy.retries
+        tried: list[str] = []
+        resp: UpstreamResponse | None = None
+        for replica in islice(self._pool.route(key), attempts):
+            address = replica.address
+            if address is None:
+                continue
+            tried.append(replica.hostname)
+            try:
+                resp = await self._transport.request(
+                    address, request.method, request.raw_path, headers, body
+                )
+                break
+            except UpstreamConnectError as e:
+                log.warning("%s; trying the next replica", e)
+                replica.suspect.set()
+            except UpstreamTimeoutError:
+                return failure(
+                    f"Replica {replica.hostname} did not answer within "
+                    f"{self._config().proxy.read_timeout:g}s",
+                    504,
+                )
+            except UpstreamError as e:
+                log.warning("replica %s failed: %s", replica.hostname, e)
+                return failure(f"Replica {replica.hostname} failed to answer", 502)
+        if resp is None:
+            if not tried:
+                return failure("No healthy replica is available", 503, {"Retry-After": "1"})
+            return failure(f"Could not connect to any replica (tried {', '.join(tried)})", 502)
+        return await self._relay(request, resp)
+
+    async def _relay(self, request: web.Request, resp: UpstreamResponse) -> web.StreamResponse:
+        try:
+            if resp.status == 404:
+                return missing_endpoint(request.path)
+            out = web.StreamResponse(
+                status=resp.status,
+                reason=resp.reason or None,
+                headers=CIMultiDict(downstream_headers(resp.headers)),
+            )
+            await out.prepare(request)
+            try:
+                async for chunk in resp.body():
+                    await out.write(chunk)
+            except UpstreamError as e:
+                # Too late for an error status: cut the client's connection so the short
+                # body cannot pass for a complete one.
+                log.warning("%s %s: %s", request.method, request.path, e)
+                if request.transport is not None:
+                    request.transport.abort()
+                return out
+            await out.write_eof()
+            return out
+        finally:
+            await resp.aclose()

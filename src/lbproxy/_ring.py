@@ -1,0 +1,145 @@
+"""The consistent-hash ring: pure data, rebuilt (never mutated) when membership changes.
+
+A replica's virtual nodes belong to its *slot* number (the ``i`` of Phi), never to its
+hostname, so a replacement started in the same slot gets back exactly the same keys.
+"""
+
+from __future__ import annotations
+
+import itertools
+from array import array
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator
+from functools import lru_cache
+from typing import Literal
+
+from ._hashing import HashScheme
+
+Probing = Literal["linear", "quadratic"]
+
+#: Rings at most this large are built slot by slot with probing; larger ones (the 64-bit
+#: default) are built by one sort and fall back to probing only on an actual collision.
+_SMALL_RING = 1 << 20
+_OWNER_BITS = 16
+MAX_REPLICA_SLOT = (1 << _OWNER_BITS) - 1
+
+
+@lru_cache(maxsize=512)
+def _packed_positions(scheme: HashScheme, replica: int) -> tuple[int, ...]:
+    # Cached because the default scheme hashes thousands of virtual nodes per replica and
+    # membership changes rebuild the ring from every member's positions.
+    return tuple(
+        (scheme.vnode_position(replica, j) << _OWNER_BITS) | replica
+        for j in range(scheme.virtual_nodes)
+    )
+
+
+class RingFullError(ValueError):
+    """More virtual nodes than ring slots."""
+
+
+class HashRing:
+    """Replica slots placed on a ring of ``scheme.slots`` positions by ``scheme``."""
+
+    __slots__ = ("_owners", "_positions", "probing", "replicas", "scheme")
+
+    def __init__(
+        self, scheme: HashScheme, replicas: Iterable[int], probing: Probing = "linear"
+    ) -> None:
+        self.scheme = scheme
+        self.probing: Probing = probing
+        self.replicas: frozenset[int] = frozenset(replicas)
+        for r in self.replicas:
+            if not 0 <= r <= MAX_REPLICA_SLOT:
+                raise ValueError(f"replica slot {r} is outside 0..{MAX_REPLICA_SLOT}")
+        if len(self.replicas) * scheme.virtual_nodes > scheme.slots:
+            raise RingFullError(
+                f"{len(self.replicas)} replicas x {scheme.virtual_nodes} virtual nodes "
+                f"do not fit in {scheme.slots} slots"
+            )
+        packed = self._place()
+        self._positions = array("Q", [p >> _OWNER_BITS for p in packed])
+        self._owners = array("H", [p & MAX_REPLICA_SLOT for p in packed])
+
+    def _place(self) -> list[int]:
+        if self.scheme.slots > _SMALL_RING:
+            packed: list[int] = []
+            for r in sorted(self.replicas):
+                packed.extend(_packed_positions(self.scheme, r))
+            packed.sort()
+            if all((a >> _OWNER_BITS) != (b >> _OWNER_BITS) for a, b in itertools.pairwise(packed)):
+                return packed
+        return self._place_probing()
+
+    def _place_probing(self) -> list[int]:
+        # Canonical order (slot, then virtual node) makes the result depend only on the set
+        # of members, so rebuilding after a replacement gives the identical ring.
+        m = self.scheme.slots
+        taken: dict[int, int] = {}
+        for r in sorted(self.replicas):
+            for packed in _packed_positions(self.scheme, r):
+                p = start = packed >> _OWNER_BITS
+                step = 0
+                while p in taken:
+                    step += 1
+                    if self.probing == "quadratic" and step <= m:
+                        # Triangular offsets visit every slot when m is a power of two.
+                        p = (start + step * (step + 1) // 2) % m
+                    else:
+                        p = (p + 1) % m
+                taken[p] = r
+        return sorted((p << _OWNER_BITS) | r for p, r in taken.items())
+
+    def __len__(self) -> int:
+        return len(self._positions)
+
+    def __bool__(self) -> bool:
+        return bool(self._positions)
+
+    def owner_at(self, position: int) -> int | None:
+        """The replica of the first virtual node clockwise from ``position`` (inclusive)."""
+        if not self._positions:
+            return None
+        i = bisect_left(self._positions, position)
+        return self._owners[i if i < len(self._owners) else 0]
+
+    def lookup(self, key: str) -> int | None:
+        """The replica slot that serves ``key``, or None on an empty ring."""
+        return self.owner_at(self.scheme.key_position(key))
+
+    def walk(self, key: str) -> Iterator[int]:
+        """Every replica once, in the order met going clockwise from ``key``'s position.
+
+        The first is ``lookup(key)``; the rest are where retries go.
+        """
+        n = len(self._positions)
+        if not n:
+            return
+        remaining = len(self.replicas)
+        seen: set[int] = set()
+        i = bisect_left(self._positions, self.scheme.key_position(key))
+        owners = self._owners
+        for step in range(n):
+            owner = owners[(i + step) % n]
+            if owner not in seen:
+                seen.add(owner)
+                yield owner
+                remaining -= 1
+                if not remaining:
+                    return
+
+    def vnodes(self) -> list[tuple[int, int]]:
+        """(position, replica) of every virtual node, clockwise."""
+        return list(zip(self._positions, self._owners, strict=True))
+
+    def shares(self) -> dict[int, float]:
+        """Fraction of the key space each replica serves (for reports and tests)."""
+        n = len(self._positions)
+        out = dict.fromkeys(self.replicas, 0.0)
+        if not n:
+            return out
+        m = self.scheme.slots
+        for k in range(n):
+            prev = self._positions[k - 1] if k else self._positions[-1] - m
+            out[self._owners[k]] += (self._positions[k] - prev) / m
+        return out

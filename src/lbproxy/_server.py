@@ -1,0 +1,166 @@
+"""The one place that owns the balancer's lifecycle: startup, main loop, reload, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from aiohttp import web
+
+from ._config import RELOADABLE, Config
+from ._control import Controller
+from ._keys import KeyFunction, make_key_function
+from ._pool import Pool
+from ._proxy import Proxy
+from ._reload import watch_config
+from ._supervisor import Supervisor
+from ._tasks import TaskSet
+from ._web import AdminApi, make_app
+from .backends import Backend, make_backend
+from .transport import AiohttpTransport, Transport
+
+log = logging.getLogger("lbproxy")
+
+
+def _restart_only_changes(old: Config, new: Config) -> list[str]:
+    """Dotted names of changed fields that a reload cannot apply."""
+    changed: list[str] = []
+
+    def walk(a: object, b: object, prefix: str) -> None:
+        if prefix and any(prefix == r or prefix.startswith(r + ".") for r in RELOADABLE):
+            return
+        if hasattr(a, "model_fields") and type(a) is type(b):
+            for name in type(a).model_fields:
+                walk(getattr(a, name), getattr(b, name), f"{prefix}.{name}" if prefix else name)
+        elif a != b:
+            changed.append(prefix)
+
+    walk(old, new, "")
+    return changed
+
+
+def _merge_reloadable(old: Config, new: Config) -> Config:
+    """``old`` with every reloadable field taken from ``new``."""
+    data = old.model_dump()
+    fresh = new.model_dump()
+    for dotted in RELOADABLE:
+        *parents, leaf = dotted.split(".")
+        src, dst = fresh, data
+        for p in parents:
+            src, dst = src[p], dst[p]
+        dst[leaf] = src[leaf]
+    return Config.model_validate(data)
+
+
+class Server:
+    """A running balancer. ``await serve()`` runs it until ``request_shutdown()``."""
+
+    def __init__(self, config: Config, config_path: Path | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.tasks = TaskSet()
+        self.pool = Pool(config.hashing.scheme(), config.hashing.probing)
+        self.backend: Backend = make_backend(config)
+        self.supervisor = Supervisor(self.pool, self.backend, self.tasks, lambda: self.config)
+        self.control = Controller(self.pool, self.supervisor, lambda: self.config)
+        self._key_function: KeyFunction = make_key_function(config.hashing.key)
+        self.transport: Transport | None = None
+        self._runner: web.AppRunner | None = None
+        self._should_exit = asyncio.Event()
+        self.started = asyncio.Event()
+        self.port: int | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        await self.startup()
+        try:
+            await self._should_exit.wait()
+        finally:
+            await self.shutdown()
+
+    def request_shutdown(self) -> None:
+        self._should_exit.set()
+
+    async def startup(self) -> None:
+        cfg = self.config
+        logging.getLogger("lbproxy").setLevel(cfg.log_level.upper())
+        self.transport = AiohttpTransport(cfg.proxy)
+        await self.pool.refresh_ring()
+        if cfg.replicas.backend == "static":
+            initial = self.control.start_initial(
+                len(cfg.replicas.static), [s.hostname for s in cfg.replicas.static]
+            )
+        else:
+            initial = self.control.start_initial(cfg.replicas.count)
+        # Open the port once the replicas answer, so the first client is served, not refused.
+        if not await self.supervisor.wait_up(initial, cfg.health.startup_timeout):
+            down = [r.hostname for r in initial if not r.up.is_set()]
+            log.warning("starting without %s: not up yet (still being tried)", ", ".join(down))
+        proxy = Proxy(self.pool, self.transport, lambda: self.config, lambda: self._key_function)
+        admin = AdminApi(
+            self.control,
+            cap=lambda: self.config.replicas.max,
+            add_wait=lambda: self.config.health.startup_timeout,
+            can_scale=self.backend.manages_lifecycle,
+        )
+        self._runner = web.AppRunner(
+            make_app(admin, proxy),
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=cfg.shutdown_timeout,
+        )
+        await self._runner.setup()
+        site = web.TCPSite(
+            self._runner, cfg.listen.host, cfg.listen.port, backlog=1024, reuse_address=True
+        )
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else cfg.listen.port
+        if self.config_path is not None and cfg.reload.enabled:
+            self.tasks.spawn(
+                watch_config(self.config_path, lambda: self.config.reload.interval, self.apply),
+                name="config-watch",
+            )
+        log.info(
+            "lbproxy listening on %s:%d with %d replicas (%s backend, %s hashing)",
+            cfg.listen.host,
+            self.port,
+            len(self.pool),
+            cfg.replicas.backend,
+            cfg.hashing.function,
+        )
+        self.started.set()
+
+    async def shutdown(self) -> None:
+        log.info("shutting down")
+        # Keepers first, so nothing replaces the replicas this shutdown stops.
+        await self.tasks.close()
+        if self._runner is not None:
+            await self._runner.cleanup()  # stops listening, lets in-flight requests finish
+        await self.backend.close()
+        await self.supervisor.close()
+        if self.transport is not None:
+            await self.transport.close()
+        log.info("stopped")
+
+    # -- reload ----------------------------------------------------------------------------
+
+    async def apply(self, new: Config) -> None:
+        """Apply a changed configuration to the running balancer."""
+        old = self.config
+        ignored = _restart_only_changes(old, new)
+        if ignored:
+            log.warning("these changes take effect after a restart: %s", ", ".join(ignored))
+        effective = _merge_reloadable(old, new)
+        self.config = effective
+        logging.getLogger("lbproxy").setLevel(effective.log_level.upper())
+        if effective.hashing != old.hashing:
+            self._key_function = make_key_function(effective.hashing.key)
+            await self.pool.set_scheme(effective.hashing.scheme(), effective.hashing.probing)
+            log.info("hashing is now %s", effective.hashing.model_dump())
+        if effective.replicas.count != old.replicas.count and self.backend.manages_lifecycle:
+            log.info("replica count %d -> %d", old.replicas.count, effective.replicas.count)
+            await self.control.scale_to(effective.replicas.count)

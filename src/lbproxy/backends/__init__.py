@@ -1,0 +1,17 @@
+"""Replica backends: where replicas run. One small interface, one module per kind."""
+
+from __future__ import annotations
+
+from .._config import Config
+from ._base import Backend, ReplicaHandle
+from ._process import ProcessBackend
+from ._static import StaticBackend
+
+__all__ = ["Backend", "ProcessBackend", "ReplicaHandle", "StaticBackend", "make_backend"]
+
+
+def make_backend(config: Config) -> Backend:
+    """The backend ``replicas.backend`` names."""
+    if config.replicas.backend == "static":
+        return StaticBackend(config.replicas.static)
+    return ProcessBackend(config.replicas.process, stop_timeout=config.replicas.stop_timeout)

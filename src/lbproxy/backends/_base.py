@@ -1,0 +1,43 @@
+"""What every replica backend offers: start, stop, list, and each replica's address."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaHandle:
+    """A running replica as its backend knows it."""
+
+    hostname: str
+    slot: int
+    #: ``host:port`` the balancer connects to.
+    address: str
+    #: The backend's own id for it (a pid, a container id, the static address).
+    ident: str
+
+
+class Backend(Protocol):
+    #: False for backends that route to replicas they neither start nor stop (static).
+    manages_lifecycle: bool
+
+    async def start(self, hostname: str, slot: int) -> ReplicaHandle:
+        """Start a replica; returns once it exists (not once it answers). Raises BackendError."""
+        ...
+
+    async def stop(self, handle: ReplicaHandle) -> None:
+        """Stop and remove it; returns once it is gone. Never raises for an already-dead one."""
+        ...
+
+    async def wait_exit(self, handle: ReplicaHandle) -> str:
+        """Return (with a reason) when the replica is known to have died; may never return."""
+        ...
+
+    async def list(self) -> list[ReplicaHandle]:
+        """Replicas this backend currently runs."""
+        ...
+
+    async def close(self) -> None:
+        """Stop every replica still running; used on shutdown."""
+        ...

@@ -1,0 +1,45 @@
+"""Static backend: a fixed list of servers that already run. Routed and probed, never started
+or stopped, for putting lbproxy in front of existing servers and for benchmarks."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from .._config import StaticReplica
+from .._errors import BackendError
+from ._base import ReplicaHandle
+
+
+class StaticBackend:
+    manages_lifecycle = False
+
+    def __init__(self, replicas: Sequence[StaticReplica]) -> None:
+        self._addresses = {r.hostname: r.address for r in replicas}
+        self._handles: dict[str, ReplicaHandle] = {}
+
+    @property
+    def hostnames(self) -> list[str]:
+        return list(self._addresses)
+
+    async def start(self, hostname: str, slot: int) -> ReplicaHandle:
+        address = self._addresses.get(hostname)
+        if address is None:
+            raise BackendError(f"{hostname!r} is not in replicas.static")
+        handle = ReplicaHandle(hostname=hostname, slot=slot, address=address, ident=address)
+        self._handles[hostname] = handle
+        return handle
+
+    async def stop(self, handle: ReplicaHandle) -> None:
+        self._handles.pop(handle.hostname, None)
+
+    async def wait_exit(self, handle: ReplicaHandle) -> str:
+        # Nothing tells us a static server died but its heartbeat.
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def list(self) -> list[ReplicaHandle]:
+        return list(self._handles.values())
+
+    async def close(self) -> None:
+        self._handles.clear()

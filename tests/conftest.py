@@ -1,0 +1,225 @@
+"""Shared fixtures: real balancers, real replica processes, real upstream servers on loopback.
+
+Nothing of lbproxy's own is mocked. In-process balancers (``balancer``) run the real Server on
+the test's event loop so tests can look at its state; ``balancer_process`` runs the real CLI
+as a child process for what only a separate process can show (signals, memory, leftovers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+from aiohttp import web
+
+from lbproxy import Server, parse_config
+
+PY = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+#: Test defaults: ephemeral port, quiet replicas, fast health checks, no file watching.
+TEST_CONFIG: dict[str, Any] = {
+    "listen": {"host": "127.0.0.1", "port": 0},
+    "replicas": {"process": {"output": "discard"}, "stop_timeout": 3},
+    "health": {"interval": 0.5, "timeout": 0.5, "backoff_initial": 0.2, "backoff_max": 2.0},
+    "reload": {"enabled": False},
+    "shutdown_timeout": 5,
+}
+
+
+def pids_of_children(pid: int) -> set[int]:
+    """Every live descendant of ``pid`` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    out: set[int] = set()
+    todo = [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            if c not in out:
+                out.add(c)
+                todo.append(c)
+    return out
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        yield session
+
+
+BalancerFactory = Callable[..., Awaitable[Server]]
+
+
+@pytest.fixture
+async def balancer() -> AsyncIterator[BalancerFactory]:
+    """Start real balancers in this process: ``await balancer({"replicas": {"count": 2}})``."""
+    started: list[Server] = []
+
+    async def start(overrides: dict[str, Any] | None = None, config_path: Path | None = None
+                    ) -> Server:
+        config = parse_config(deep_merge(TEST_CONFIG, overrides or {}))
+        server = Server(config, config_path)
+        started.append(server)
+        await server.startup()
+        return server
+
+    yield start
+    for server in reversed(started):
+        await server.shutdown()
+
+
+def url(server: Server, path: str = "/") -> str:
+    return f"http://127.0.0.1:{server.port}{path}"
+
+
+UpstreamFactory = Callable[..., Awaitable[str]]
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[UpstreamFactory]:
+    """Real aiohttp servers on loopback with handlers of the test's choosing.
+
+    ``address = await upstream({"/path": handler})``; every one also answers /heartbeat.
+    """
+    runners: list[web.AppRunner] = []
+
+    async def start(routes: dict[str, Callable[[web.Request], Awaitable[web.StreamResponse]]],
+                    name: str = "up") -> str:
+        app = web.Application()
+
+        async def heartbeat(request: web.Request) -> web.Response:
+            return web.Response()
+
+        app.router.add_get("/heartbeat", heartbeat)
+        for path, handler in routes.items():
+            app.router.add_route("*", path, handler)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.SockSite(runner, _listening_socket())
+        await site.start()
+        runners.append(runner)
+        return f"127.0.0.1:{site._sock.getsockname()[1]}"  # type: ignore[attr-defined]
+
+    yield start
+    for r in runners:
+        await r.cleanup()
+
+
+def _listening_socket() -> socket.socket:
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", 0))
+    s.listen(128)
+    return s
+
+
+def wait_for_port(port: int, timeout: float = 20.0, proc: subprocess.Popen[Any] | None = None
+                  ) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on port {port} after {timeout}s")
+
+
+class BalancerProcess:
+    def __init__(self, proc: subprocess.Popen[bytes], port: int, config: Path) -> None:
+        self.proc = proc
+        self.port = port
+        self.config = config
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+
+@pytest.fixture
+def balancer_process(tmp_path: Path) -> Iterator[Callable[..., BalancerProcess]]:
+    """Run ``python -m lbproxy run -c <config>`` as a real child process."""
+    procs: list[BalancerProcess] = []
+
+    def start(overrides: dict[str, Any] | None = None) -> BalancerProcess:
+        port = free_port()
+        data = deep_merge(TEST_CONFIG, {"listen": {"port": port}})
+        data = deep_merge(data, overrides or {})
+        path = tmp_path / f"config-{port}.yaml"
+        path.write_text(yaml.safe_dump(data))
+        proc = subprocess.Popen([PY, "-m", "lbproxy", "run", "-c", str(path)],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        bp = BalancerProcess(proc, port, path)
+        procs.append(bp)
+        wait_for_port(port, proc=proc)
+        return bp
+
+    yield start
+    for bp in procs:
+        if bp.proc.poll() is None:
+            bp.proc.kill()
+            bp.proc.wait()
+        if bp.proc.stdout:
+            bp.proc.stdout.close()
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05
+                     ) -> Any:
+    """Poll ``check`` (sync or async) until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
