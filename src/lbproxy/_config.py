@@ -82,6 +82,20 @@ class ReplicasConfig(_Model):
     process: ProcessBackendConfig = ProcessBackendConfig()
     static: list[StaticReplica] = []
 
+    @model_validator(mode="before")
+    @classmethod
+    def _static_count(cls, data: Any) -> Any:
+        # A static config without a count takes its count from the list, explicitly, so that
+        # model_dump() round-trips (with_overrides and reload re-validate the dump).
+        if (
+            isinstance(data, dict)
+            and data.get("backend") == "static"
+            and "count" not in data
+            and isinstance(data.get("static"), list)
+        ):
+            data = {**data, "count": len(data["static"])}
+        return data
+
     @model_validator(mode="after")
     def _consistent(self) -> ReplicasConfig:
         if self.backend == "static":

@@ -1,0 +1,136 @@
+"""The replica web server (SPEC "Replica server") as a real child process on a real port."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from conftest import PY, free_port, pid_alive
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("SERVER_ID", "PORT", "HOST", "LISTEN_FD", "LBPROXY_PARENT_PID")
+    }
+    env.update(extra)
+    return env
+
+
+async def _wait_listening(proc: subprocess.Popen[bytes], port: int, timeout: float = 20.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"replica exited with {proc.returncode} before listening")
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 0.5)
+        except (OSError, TimeoutError):
+            if loop.time() > deadline:
+                raise TimeoutError(f"replica not listening on {port} after {timeout}s") from None
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        await writer.wait_closed()
+        return
+
+
+@pytest.fixture
+async def replica() -> AsyncIterator[Callable[..., Any]]:
+    """Start ``python -m lbproxy.replica`` with the given args/env; returns (proc, port)."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    async def start(
+        args: list[str], env: dict[str, str], port: int
+    ) -> tuple[subprocess.Popen[bytes], int]:
+        proc = subprocess.Popen(
+            [PY, "-m", "lbproxy.replica", *args],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        procs.append(proc)
+        await _wait_listening(proc, port)
+        return proc, port
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+        if proc.stderr:
+            proc.stderr.close()
+
+
+async def _check_endpoints(http: aiohttp.ClientSession, port: int, server_id: str) -> None:
+    base = f"http://127.0.0.1:{port}"
+    async with http.get(f"{base}/home") as resp:
+        assert resp.status == 200
+        assert resp.content_type == "application/json"
+        assert await resp.json() == {
+            "message": f"Hello from Server: {server_id}",
+            "status": "successful",
+        }
+    async with http.get(f"{base}/heartbeat") as resp:
+        assert resp.status == 200
+        assert await resp.read() == b""
+    for path in ("/", "/other", "/home/extra", "/heartbeat2", "/rep"):
+        async with http.get(f"{base}{path}") as resp:
+            assert resp.status == 404, path
+
+
+async def _stop_with_sigterm(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    code = await asyncio.to_thread(proc.wait, 10)
+    assert code == 0
+    assert not pid_alive(proc.pid)
+
+
+async def test_replica_with_arguments(http: aiohttp.ClientSession, replica: Any) -> None:
+    port = free_port()
+    proc, _ = await replica(
+        ["--id", "Server 7", "--host", "127.0.0.1", "--port", str(port)], _clean_env(), port
+    )
+    await _check_endpoints(http, port, "Server 7")
+    await _stop_with_sigterm(proc)
+
+
+async def test_replica_with_environment(http: aiohttp.ClientSession, replica: Any) -> None:
+    port = free_port()
+    proc, _ = await replica([], _clean_env(SERVER_ID="S42", PORT=str(port)), port)
+    await _check_endpoints(http, port, "S42")
+    await _stop_with_sigterm(proc)
+
+
+async def test_arguments_override_environment(http: aiohttp.ClientSession, replica: Any) -> None:
+    port = free_port()
+    proc, _ = await replica(
+        ["--id", "from-arg", "--port", str(port)],
+        _clean_env(SERVER_ID="from-env", PORT=str(free_port())),
+        port,
+    )
+    await _check_endpoints(http, port, "from-arg")
+    await _stop_with_sigterm(proc)
+
+
+async def test_replica_keeps_serving_many_requests(
+    http: aiohttp.ClientSession, replica: Any
+) -> None:
+    port = free_port()
+    proc, _ = await replica(["--id", "busy", "--port", str(port)], _clean_env(), port)
+
+    async def one() -> int:
+        async with http.get(f"http://127.0.0.1:{port}/home") as resp:
+            await resp.read()
+            return resp.status
+
+    statuses = await asyncio.wait_for(asyncio.gather(*(one() for _ in range(100))), 30)
+    assert statuses == [200] * 100
+    await _stop_with_sigterm(proc)
