@@ -38,7 +38,8 @@ def free_port() -> int:
 def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for k, v in extra.items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        nested = isinstance(v, dict) and isinstance(out.get(k), dict)
+        out[k] = deep_merge(out[k], v) if nested else v
     return out
 
 
@@ -97,8 +98,9 @@ async def balancer() -> AsyncIterator[BalancerFactory]:
     """Start real balancers in this process: ``await balancer({"replicas": {"count": 2}})``."""
     started: list[Server] = []
 
-    async def start(overrides: dict[str, Any] | None = None, config_path: Path | None = None
-                    ) -> Server:
+    async def start(
+        overrides: dict[str, Any] | None = None, config_path: Path | None = None
+    ) -> Server:
         config = parse_config(deep_merge(TEST_CONFIG, overrides or {}))
         server = Server(config, config_path)
         started.append(server)
@@ -125,8 +127,9 @@ async def upstream() -> AsyncIterator[UpstreamFactory]:
     """
     runners: list[web.AppRunner] = []
 
-    async def start(routes: dict[str, Callable[[web.Request], Awaitable[web.StreamResponse]]],
-                    name: str = "up") -> str:
+    async def start(
+        routes: dict[str, Callable[[web.Request], Awaitable[web.StreamResponse]]], name: str = "up"
+    ) -> str:
         app = web.Application()
 
         async def heartbeat(request: web.Request) -> web.Response:
@@ -155,8 +158,9 @@ def _listening_socket() -> socket.socket:
     return s
 
 
-def wait_for_port(port: int, timeout: float = 20.0, proc: subprocess.Popen[Any] | None = None
-                  ) -> None:
+def wait_for_port(
+    port: int, timeout: float = 20.0, proc: subprocess.Popen[Any] | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -194,8 +198,11 @@ def balancer_process(tmp_path: Path) -> Iterator[Callable[..., BalancerProcess]]
         data = deep_merge(data, overrides or {})
         path = tmp_path / f"config-{port}.yaml"
         path.write_text(yaml.safe_dump(data))
-        proc = subprocess.Popen([PY, "-m", "lbproxy", "run", "-c", str(path)],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [PY, "-m", "lbproxy", "run", "-c", str(path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         bp = BalancerProcess(proc, port, path)
         procs.append(bp)
         wait_for_port(port, proc=proc)
@@ -210,8 +217,9 @@ def balancer_process(tmp_path: Path) -> Iterator[Callable[..., BalancerProcess]]
             bp.proc.stdout.close()
 
 
-async def eventually(check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05
-                     ) -> Any:
+async def eventually(
+    check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05
+) -> Any:
     """Poll ``check`` (sync or async) until it returns something truthy."""
     deadline = time.monotonic() + timeout
     while True:

@@ -6,19 +6,21 @@ import json
 from typing import Any
 
 import pytest
-from conftest import url
 
+from conftest import url
 from lbproxy import Server
 
 ADD_TOO_MANY = "<Error> Length of hostname list is more than newly added instances"
 RM_TOO_MANY = "<Error> Length of hostname list is more than removable instances"
 
 
-async def call(http: Any, server: Server, method: str, path: str, body: Any = None,
-               raw: bytes | None = None) -> tuple[int, dict[str, Any]]:
+async def call(
+    http: Any, server: Server, method: str, path: str, body: Any = None, raw: bytes | None = None
+) -> tuple[int, dict[str, Any]]:
     data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-    async with http.request(method, url(server, path), data=data,
-                            headers={"Content-Type": "application/json"}) as r:
+    async with http.request(
+        method, url(server, path), data=data, headers={"Content-Type": "application/json"}
+    ) as r:
         return r.status, await r.json()
 
 
@@ -31,8 +33,9 @@ async def rep(http: Any, server: Server) -> dict[str, Any]:
 async def home_ids(http: Any, server: Server, n: int = 60) -> set[str]:
     seen = set()
     for i in range(n):
-        async with http.get(url(server, "/home"), headers={"X-Request-Id": str(100000 + i * 7919)}
-                            ) as r:
+        async with http.get(
+            url(server, "/home"), headers={"X-Request-Id": str(100000 + i * 7919)}
+        ) as r:
             assert r.status == 200
             seen.add((await r.json())["message"].removeprefix("Hello from Server: "))
     return seen
@@ -48,12 +51,17 @@ async def test_rep_lists_managed_replicas(balancer, http):
 
 async def test_add_with_partial_hostnames_as_in_spec(balancer, http):
     server = await balancer()
-    status, body = await call(http, server, "POST", "/add",
-                              {"n": 4, "hostnames": ["S5", "S4", "S10", "S11"]})
+    status, body = await call(
+        http, server, "POST", "/add", {"n": 4, "hostnames": ["S5", "S4", "S10", "S11"]}
+    )
     assert status == 200, body
-    assert body == {"message": {"N": 7, "replicas": ["server-1", "server-2", "server-3",
-                                                      "S5", "S4", "S10", "S11"]},
-                    "status": "successful"}
+    assert body == {
+        "message": {
+            "N": 7,
+            "replicas": ["server-1", "server-2", "server-3", "S5", "S4", "S10", "S11"],
+        },
+        "status": "successful",
+    }
     status, body = await call(http, server, "POST", "/add", {"n": 2, "hostnames": ["S20"]})
     assert status == 200
     names = body["message"]["replicas"]
@@ -198,8 +206,9 @@ async def test_static_backend_refuses_scaling(balancer, http, upstream):
         return web.json_response({"message": "Hello from Server: a1", "status": "successful"})
 
     address = await upstream({"/home": home})
-    server = await balancer({"replicas": {"backend": "static",
-                                          "static": [{"hostname": "a1", "address": address}]}})
+    server = await balancer(
+        {"replicas": {"backend": "static", "static": [{"hostname": "a1", "address": address}]}}
+    )
     assert await rep(http, server) == {"N": 1, "replicas": ["a1"]}
     status, body = await call(http, server, "POST", "/add", {"n": 1})
     assert status == 400 and "static" in body["message"]

@@ -6,12 +6,15 @@ import asyncio
 import os
 import signal
 import subprocess
+from asyncio.subprocess import Process
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
 import pytest
+
 from conftest import PY, free_port, pid_alive
+
 
 def _clean_env(**extra: str) -> dict[str, str]:
     env = {
@@ -23,11 +26,11 @@ def _clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-async def _wait_listening(proc: subprocess.Popen[bytes], port: int, timeout: float = 20.0) -> None:
+async def _wait_listening(proc: Process, port: int, timeout: float = 20.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
-        if proc.poll() is not None:
+        if proc.returncode is not None:
             raise RuntimeError(f"replica exited with {proc.returncode} before listening")
         try:
             _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 0.5)
@@ -44,17 +47,18 @@ async def _wait_listening(proc: subprocess.Popen[bytes], port: int, timeout: flo
 @pytest.fixture
 async def replica() -> AsyncIterator[Callable[..., Any]]:
     """Start ``python -m lbproxy.replica`` with the given args/env; returns (proc, port)."""
-    procs: list[subprocess.Popen[bytes]] = []
+    procs: list[Process] = []
 
-    async def start(
-        args: list[str], env: dict[str, str], port: int
-    ) -> tuple[subprocess.Popen[bytes], int]:
-        proc = subprocess.Popen(
-            [PY, "-m", "lbproxy.replica", *args],
+    async def start(args: list[str], env: dict[str, str], port: int) -> tuple[Process, int]:
+        proc = await asyncio.create_subprocess_exec(
+            PY,
+            "-m",
+            "lbproxy.replica",
+            *args,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
         )
         procs.append(proc)
         await _wait_listening(proc, port)
@@ -62,11 +66,9 @@ async def replica() -> AsyncIterator[Callable[..., Any]]:
 
     yield start
     for proc in procs:
-        if proc.poll() is None:
+        if proc.returncode is None:
             proc.kill()
-        proc.wait(10)
-        if proc.stderr:
-            proc.stderr.close()
+        await asyncio.wait_for(proc.wait(), 10)
 
 
 async def _check_endpoints(http: aiohttp.ClientSession, port: int, server_id: str) -> None:
@@ -86,9 +88,9 @@ async def _check_endpoints(http: aiohttp.ClientSession, port: int, server_id: st
             assert resp.status == 404, path
 
 
-async def _stop_with_sigterm(proc: subprocess.Popen[bytes]) -> None:
+async def _stop_with_sigterm(proc: Process) -> None:
     proc.send_signal(signal.SIGTERM)
-    code = await asyncio.to_thread(proc.wait, 10)
+    code = await asyncio.wait_for(proc.wait(), 10)
     assert code == 0
     assert not pid_alive(proc.pid)
 

@@ -256,11 +256,13 @@ def load_config(path: str | Path) -> Config:
 
 def with_overrides(config: Config, **dotted: Any) -> Config:
     """A copy of ``config`` with dotted fields replaced (``listen.port=0``), re-validated."""
-    data = config.model_dump()
+    # Only what was set explicitly, so defaults that depend on other fields (a static
+    # backend's count) are derived again from the overridden values.
+    data = config.model_dump(exclude_unset=True)
     for key, value in dotted.items():
         node = data
         *parents, leaf = key.split(".")
         for part in parents:
-            node = node[part]
+            node = node.setdefault(part, {})
         node[leaf] = value
     return parse_config(data, "overrides")

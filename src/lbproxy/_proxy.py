@@ -73,7 +73,11 @@ class Proxy:
                     504,
                 )
             except UpstreamError as e:
-                log.warning("replica %s failed: %s", replica.hostname, e)
+                if request.transport is None or request.transport.is_closing():
+                    # The client left mid-upload; the replica is not to blame.
+                    log.info("client went away while sending its request: %s", e)
+                else:
+                    log.warning("replica %s failed: %s", replica.hostname, e)
                 return failure(f"Replica {replica.hostname} failed to answer", 502)
         if resp is None:
             if not tried:
@@ -94,14 +98,17 @@ class Proxy:
             try:
                 async for chunk in resp.body():
                     await out.write(chunk)
+                await out.write_eof()
             except UpstreamError as e:
                 # Too late for an error status: cut the client's connection so the short
                 # body cannot pass for a complete one.
                 log.warning("%s %s: %s", request.method, request.path, e)
                 if request.transport is not None:
                     request.transport.abort()
-                return out
-            await out.write_eof()
+            except ConnectionResetError:
+                # The client went away mid-answer: an everyday event, not a server error.
+                # The unread upstream answer is closed (not reused) below.
+                log.info("%s %s: client disconnected mid-answer", request.method, request.path)
             return out
         finally:
             await resp.aclose()

@@ -29,9 +29,16 @@ async def watch_config(
     path: Path,
     interval: Callable[[], float],
     apply: Callable[[Config], Awaitable[None]],
+    last: bytes | None = None,
 ) -> None:
-    """Run forever: every ``interval()`` seconds, apply config.yaml if its content changed."""
-    last = await asyncio.to_thread(_fingerprint, path)
+    """Run forever: every ``interval()`` seconds, apply config.yaml if its content changed.
+
+    ``last`` is the fingerprint of the file the running configuration was read from, taken
+    when it was read: an edit made while the balancer was still starting is then applied
+    instead of becoming the baseline. None: the file as it is when watching starts.
+    """
+    if last is None:
+        last = await asyncio.to_thread(_fingerprint, path)
     while True:
         await asyncio.sleep(interval())
         current = await asyncio.to_thread(_fingerprint, path)

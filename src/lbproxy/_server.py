@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from pathlib import Path
 
 from aiohttp import web
 
 from ._config import RELOADABLE, Config
 from ._control import Controller
+from ._errors import LbproxyError
 from ._keys import KeyFunction, make_key_function
 from ._pool import Pool
 from ._proxy import Proxy
-from ._reload import watch_config
+from ._reload import _fingerprint, watch_config
 from ._supervisor import Supervisor
 from ._tasks import TaskSet
 from ._web import AdminApi, make_app
@@ -30,7 +32,7 @@ def _restart_only_changes(old: Config, new: Config) -> list[str]:
     def walk(a: object, b: object, prefix: str) -> None:
         if prefix and any(prefix == r or prefix.startswith(r + ".") for r in RELOADABLE):
             return
-        if hasattr(a, "model_fields") and type(a) is type(b):
+        if hasattr(type(a), "model_fields") and type(a) is type(b):
             for name in type(a).model_fields:
                 walk(getattr(a, name), getattr(b, name), f"{prefix}.{name}" if prefix else name)
         elif a != b:
@@ -53,12 +55,27 @@ def _merge_reloadable(old: Config, new: Config) -> Config:
     return Config.model_validate(data)
 
 
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise LbproxyError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    return sock
+
+
 class Server:
     """A running balancer. ``await serve()`` runs it until ``request_shutdown()``."""
 
     def __init__(self, config: Config, config_path: Path | None = None) -> None:
         self.config = config
         self.config_path = config_path
+        #: The config file's content hash now, near when ``config`` was read from it; the
+        #: watcher compares against this, so edits made during startup are not lost.
+        self._config_fingerprint = _fingerprint(config_path) if config_path else None
         self.tasks = TaskSet()
         self.pool = Pool(config.hashing.scheme(), config.hashing.probing)
         self.backend: Backend = make_backend(config)
@@ -74,8 +91,8 @@ class Server:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def serve(self) -> None:
-        await self.startup()
         try:
+            await self.startup()
             await self._should_exit.wait()
         finally:
             await self.shutdown()
@@ -86,6 +103,9 @@ class Server:
     async def startup(self) -> None:
         cfg = self.config
         logging.getLogger("lbproxy").setLevel(cfg.log_level.upper())
+        # Bound before any replica starts, so a port in use fails at once; not listening
+        # yet, so nobody is accepted before the replicas can serve.
+        sock = _bind(cfg.listen.host, cfg.listen.port)
         self.transport = AiohttpTransport(cfg.proxy)
         await self.pool.refresh_ring()
         if cfg.replicas.backend == "static":
@@ -112,16 +132,16 @@ class Server:
             shutdown_timeout=cfg.shutdown_timeout,
         )
         await self._runner.setup()
-        site = web.TCPSite(
-            self._runner, cfg.listen.host, cfg.listen.port, backlog=1024, reuse_address=True
-        )
-        await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else cfg.listen.port
+        await web.SockSite(self._runner, sock, backlog=1024).start()
+        self.port = sock.getsockname()[1]
         if self.config_path is not None and cfg.reload.enabled:
             self.tasks.spawn(
-                watch_config(self.config_path, lambda: self.config.reload.interval, self.apply),
+                watch_config(
+                    self.config_path,
+                    lambda: self.config.reload.interval,
+                    self.apply,
+                    self._config_fingerprint,
+                ),
                 name="config-watch",
             )
         log.info(

@@ -118,7 +118,8 @@ class Supervisor:
                 await self._mark_down(replica, reason)
                 if not self._backend.manages_lifecycle:
                     continue  # a static server comes back by itself or not at all
-                await self._stop(replica)
+                # The replacement starts at once; a hung replica may take stop_timeout to go.
+                self._stop_in_background(replica)
                 old = replica.hostname
                 replica.hostname = random_name(
                     self._config().replicas.name_prefix, self._pool.hostnames()
@@ -224,8 +225,16 @@ class Supervisor:
 
     async def _stop(self, replica: Replica) -> None:
         handle, replica.handle = replica.handle, None
-        if handle is None or not self._backend.manages_lifecycle:
-            return
+        if handle is not None and self._backend.manages_lifecycle:
+            await self._stop_handle(handle)
+
+    def _stop_in_background(self, replica: Replica) -> None:
+        handle, replica.handle = replica.handle, None
+        if handle is not None:
+            # Tracked like every task; if shutdown cancels it, backend.close() still stops it.
+            self._tasks.spawn(self._stop_handle(handle), name=f"stop:{handle.hostname}")
+
+    async def _stop_handle(self, handle: ReplicaHandle) -> None:
         try:
             await self._backend.stop(handle)
         except BackendError as e:

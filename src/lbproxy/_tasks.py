@@ -41,4 +41,7 @@ class TaskSet:
             tasks = list(self._tasks)
             for t in tasks:
                 t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # Not gather: a task can swallow its cancellation (aiohttp turns it into a
+            # TimeoutError when a request's timeout fires at the same moment) and go on;
+            # such a task is cancelled again instead of being waited for forever.
+            await asyncio.wait(tasks, timeout=0.1)

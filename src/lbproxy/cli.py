@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from ._config import Config, load_config, with_overrides
-from ._errors import ConfigError
+from ._errors import ConfigError, LbproxyError
 from ._runtime import run
 
 
@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lbproxy",
         description="A consistent-hashing HTTP load balancer that starts, probes and heals "
         "its own replicas.",
+        epilog="With no command it runs the balancer: lbproxy [run] [-c/--config CONFIG] "
+        "[--check] [--port PORT] [--replicas N] ... (see: lbproxy run --help).",
     )
     sub = parser.add_subparsers(dest="command", metavar="{run,replica}")
     _run_parser(sub)
@@ -94,7 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         print(config.model_dump_json(indent=2))
         return 0
-    run(_serve(config, args.config if args.config.exists() else None))
+    try:
+        run(_serve(config, args.config if args.config.exists() else None))
+    except LbproxyError as e:
+        print(f"lbproxy: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

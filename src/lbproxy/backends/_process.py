@@ -78,7 +78,10 @@ class ProcessBackend:
         if proc.returncode is None:
             self._signal(proc, signal.SIGTERM)
             try:
-                await asyncio.wait_for(proc.wait(), self._stop_timeout)
+                # Not wait_for: on Python 3.11 it swallows a cancellation that arrives as the
+                # process exits, and a keeper cancelled on shutdown would then carry on.
+                async with asyncio.timeout(self._stop_timeout):
+                    await proc.wait()
             except TimeoutError:
                 self._signal(proc, signal.SIGKILL)
                 await proc.wait()

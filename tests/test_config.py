@@ -1,0 +1,472 @@
+"""config.yaml parsing: defaults, the shipped file, an error naming the field for every mistake."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from lbproxy._config import (
+    RELOADABLE,
+    Config,
+    load_config,
+    parse_config,
+    parse_config_text,
+    with_overrides,
+)
+from lbproxy._errors import ConfigError, LbproxyError
+from lbproxy._hashing import make_scheme
+
+REPO_CONFIG = Path(__file__).resolve().parent.parent / "config.yaml"
+
+STATIC_TWO = [
+    {"hostname": "web-1", "address": "127.0.0.1:8001"},
+    {"hostname": "web-2", "address": "10.0.0.5:8080"},
+]
+
+
+def error_of(data: Any) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_config(data)
+    return str(info.value)
+
+
+# --- defaults -----------------------------------------------------------------------------------
+
+
+def test_defaults() -> None:
+    c = Config()
+    assert c.listen.host == "0.0.0.0"
+    assert c.listen.port == 5000
+    assert c.replicas.count == 3
+    assert c.replicas.max == 32
+    assert c.replicas.backend == "process"
+    assert c.replicas.desired_count == 3
+    assert c.replicas.static == []
+    assert c.hashing.function == "default"
+    assert c.hashing.slots is None
+    assert c.hashing.virtual_nodes is None
+    assert c.hashing.probing == "linear"
+    assert c.hashing.key == "request_id"
+    assert c.hashing.scheme() == make_scheme("default")
+    assert c.health.path == "/heartbeat"
+    assert c.health.backoff_initial <= c.health.backoff_max
+    assert c.proxy.retries == 2
+    assert c.reload.enabled is True
+    assert c.log_level == "info"
+
+
+def test_empty_document_gives_defaults() -> None:
+    assert parse_config(None) == Config()
+    assert parse_config({}) == Config()
+    assert parse_config_text("") == Config()
+    assert parse_config_text("# only a comment\n\n") == Config()
+
+
+def test_repository_config_yaml_loads_and_equals_defaults() -> None:
+    assert REPO_CONFIG.is_file()
+    loaded = load_config(REPO_CONFIG)
+    assert loaded == Config()
+    assert loaded.model_dump() == Config().model_dump()
+
+
+def test_load_config_reads_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "lb.yaml"
+    path.write_text("listen:\n  port: 8080\nreplicas:\n  count: 5\nlog_level: debug\n")
+    c = load_config(path)
+    assert c.listen.port == 8080
+    assert c.replicas.count == 5
+    assert c.log_level == "debug"
+    assert c.hashing == Config().hashing
+    assert load_config(str(path)) == c
+
+
+def test_partial_sections_keep_other_defaults() -> None:
+    c = parse_config({"health": {"interval": 0.25}, "hashing": {"function": "assignment"}})
+    assert c.health.interval == 0.25
+    assert c.health.timeout == Config().health.timeout
+    assert c.hashing.scheme() == make_scheme("assignment")
+    assert c.hashing.scheme().slots == 512
+    assert c.hashing.scheme().virtual_nodes == 9
+
+
+# --- unknown fields -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"lsiten": {}}, "lsiten"),
+        ({"listen": {"prot": 1}}, "listen.prot"),
+        ({"replicas": {"cont": 3}}, "replicas.cont"),
+        ({"replicas": {"process": {"cmd": ["x"]}}}, "replicas.process.cmd"),
+        (
+            {"replicas": {"static": [{"hostname": "ab", "address": "h:1", "name": "x"}]}},
+            "replicas.static.0.name",
+        ),
+        ({"hashing": {"fn": "default"}}, "hashing.fn"),
+        ({"health": {"intervall": 1}}, "health.intervall"),
+        ({"proxy": {"retry": 1}}, "proxy.retry"),
+        ({"reload": {"enable": True}}, "reload.enable"),
+    ],
+)
+def test_unknown_keys_are_errors_naming_the_dotted_field(data: dict[str, Any], field: str) -> None:
+    assert f"{field}: unknown field" in error_of(data)
+
+
+def test_unknown_key_in_yaml_text_names_source() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config_text("replicas:\n  cont: 3\n", "my.yaml")
+    assert str(info.value) == "my.yaml: replicas.cont: unknown field"
+
+
+# --- wrong types and ranges ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"listen": {"port": "abc"}}, "listen.port"),
+        ({"listen": {"port": 70000}}, "listen.port"),
+        ({"listen": {"port": -1}}, "listen.port"),
+        ({"replicas": {"count": -1}}, "replicas.count"),
+        ({"replicas": {"count": "three"}}, "replicas.count"),
+        ({"replicas": {"max": 0}}, "replicas.max"),
+        ({"replicas": {"max": 5000}}, "replicas.max"),
+        ({"replicas": {"backend": "docker-swarm"}}, "replicas.backend"),
+        ({"replicas": {"name_prefix": "-bad"}}, "replicas.name_prefix"),
+        ({"replicas": {"stop_timeout": 0}}, "replicas.stop_timeout"),
+        ({"replicas": {"process": {"command": []}}}, "replicas.process.command"),
+        ({"replicas": {"process": {"output": "file"}}}, "replicas.process.output"),
+        ({"hashing": {"function": "md5"}}, "hashing.function"),
+        ({"hashing": {"slots": 0}}, "hashing.slots"),
+        ({"hashing": {"virtual_nodes": 0}}, "hashing.virtual_nodes"),
+        ({"hashing": {"probing": "cuckoo"}}, "hashing.probing"),
+        ({"health": {"path": "heartbeat"}}, "health.path"),
+        ({"health": {"interval": 0}}, "health.interval"),
+        ({"health": {"timeout": -1}}, "health.timeout"),
+        ({"health": {"interval": 100_000}}, "health.interval"),
+        ({"health": {"unhealthy_threshold": 0}}, "health.unhealthy_threshold"),
+        ({"proxy": {"retries": -1}}, "proxy.retries"),
+        ({"proxy": {"pool_size": 0}}, "proxy.pool_size"),
+        ({"proxy": {"read_timeout": "soon"}}, "proxy.read_timeout"),
+        ({"reload": {"enabled": "maybe"}}, "reload.enabled"),
+        ({"reload": {"interval": 0}}, "reload.interval"),
+        ({"shutdown_timeout": 0}, "shutdown_timeout"),
+        ({"log_level": "verbose"}, "log_level"),
+        ({"listen": "port 5000"}, "listen"),
+        ({"replicas": [1, 2]}, "replicas"),
+    ],
+)
+def test_bad_values_name_the_field(data: dict[str, Any], field: str) -> None:
+    message = error_of(data)
+    assert message.startswith(f"config: {field}: ")
+    assert "unknown field" not in message
+
+
+def test_several_errors_are_all_reported() -> None:
+    message = error_of({"listen": {"port": "x"}, "log_level": "loud"})
+    assert "listen.port" in message
+    assert "log_level" in message
+
+
+def test_yaml_syntax_error() -> None:
+    with pytest.raises(ConfigError, match=r"^lb\.yaml: not valid YAML"):
+        parse_config_text("listen: [\n", "lb.yaml")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        parse_config_text("listen:\n  port: 1\n   host: x\n")
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"), [("- a\n- b\n", "list"), ("just a string\n", "str"), ("42\n", "int")]
+)
+def test_top_level_must_be_a_mapping(text: str, kind: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config_text(text, "c.yaml")
+    assert str(info.value) == f"c.yaml: top level must be a mapping, not {kind}"
+
+
+def test_config_error_is_an_lbproxy_error() -> None:
+    assert issubclass(ConfigError, LbproxyError)
+
+
+# --- replicas -----------------------------------------------------------------------------------
+
+
+def test_count_above_max() -> None:
+    message = error_of({"replicas": {"count": 40}})
+    assert message == "config: replicas: count (40) is above max (32)"
+    assert "count (5) is above max (4)" in error_of({"replicas": {"count": 5, "max": 4}})
+    assert parse_config({"replicas": {"count": 4, "max": 4}}).replicas.count == 4
+    assert parse_config({"replicas": {"count": 0}}).replicas.count == 0
+
+
+def test_static_backend_needs_a_list() -> None:
+    for static in (None, []):
+        data: dict[str, Any] = {"replicas": {"backend": "static"}}
+        if static is not None:
+            data["replicas"]["static"] = static
+        message = error_of(data)
+        assert "replicas: " in message
+        assert "non-empty replicas.static" in message
+
+
+def test_static_backend_takes_count_from_list() -> None:
+    c = parse_config({"replicas": {"backend": "static", "static": STATIC_TWO}})
+    assert c.replicas.desired_count == 2
+    assert c.replicas.count == 2
+    assert [s.hostname for s in c.replicas.static] == ["web-1", "web-2"]
+    assert c.replicas.static[1].address == "10.0.0.5:8080"
+    same = parse_config({"replicas": {"backend": "static", "count": 2, "static": STATIC_TWO}})
+    assert same == c
+
+
+def test_static_count_mismatch() -> None:
+    message = error_of({"replicas": {"backend": "static", "count": 3, "static": STATIC_TWO}})
+    assert "replicas: count (3) differs from the 2 static replicas" in message
+
+
+def test_static_list_is_ignored_by_process_backend() -> None:
+    c = parse_config({"replicas": {"static": STATIC_TWO}})
+    assert c.replicas.desired_count == 3
+
+
+def test_static_duplicate_hostnames_case_insensitive() -> None:
+    static = [
+        {"hostname": "Web-1", "address": "127.0.0.1:8001"},
+        {"hostname": "web-1", "address": "127.0.0.1:8002"},
+    ]
+    message = error_of({"replicas": {"backend": "static", "static": static}})
+    assert "replicas: replicas.static has duplicate hostnames" in message
+
+
+def test_static_more_than_max() -> None:
+    static = [{"hostname": f"web-{i}", "address": f"127.0.0.1:{8000 + i}"} for i in range(3)]
+    message = error_of({"replicas": {"backend": "static", "max": 2, "static": static}})
+    assert "count (3) is above max (2)" in message
+
+
+@pytest.mark.parametrize(
+    "address", ["localhost", "host:", ":8080", "host:http", "host:0", "host:65536", "host:-1", ""]
+)
+def test_static_bad_address(address: str) -> None:
+    static = [{"hostname": "web-1", "address": address}]
+    message = error_of({"replicas": {"backend": "static", "static": static}})
+    assert "replicas.static.0.address" in message
+    assert "is not host:port" in message
+
+
+@pytest.mark.parametrize("address", ["h:1", "10.0.0.5:65535", "[::1]:8080", "web.internal:80"])
+def test_static_good_address(address: str) -> None:
+    static = [{"hostname": "web-1", "address": address}]
+    c = parse_config({"replicas": {"backend": "static", "static": static}})
+    assert c.replicas.static[0].address == address
+
+
+@pytest.mark.parametrize("hostname", ["a", "-web", "has space", "x" * 64])
+def test_static_bad_hostname(hostname: str) -> None:
+    static = [{"hostname": hostname, "address": "h:1"}]
+    message = error_of({"replicas": {"backend": "static", "static": static}})
+    assert "replicas.static.0.hostname" in message
+
+
+# --- hashing ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "request_id",
+        "client_ip",
+        "path",
+        "header:X-User",
+        "cookie:sid",
+        "query:user",
+        "header:X-Request-Id",
+        "query:a.b[0]",
+    ],
+)
+def test_hashing_key_accepted(key: str) -> None:
+    assert parse_config({"hashing": {"key": key}}).hashing.key == key
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "",
+        "Path",
+        "request-id",
+        "header",
+        "header:",
+        "cookie:",
+        "query:",
+        "header:X User",
+        "param:user",
+        "path ",
+        " client_ip",
+        "header:X-\u00fcser",
+        "request_id:x",
+    ],
+)
+def test_hashing_key_rejected(key: str) -> None:
+    message = error_of({"hashing": {"key": key}})
+    assert message.startswith("config: hashing.key: ")
+    assert "request_id, client_ip, path, header:<name>" in message
+
+
+def test_ring_must_fit() -> None:
+    message = error_of({"hashing": {"function": "assignment"}, "replicas": {"max": 100}})
+    assert "hashing.slots (512)" in message
+    assert "100 x 9 = 900" in message
+    # 56 x 9 = 504 fits in 512, 57 x 9 = 513 does not.
+    parse_config({"hashing": {"function": "assignment"}, "replicas": {"max": 56}})
+    assert "hashing.slots" in error_of(
+        {"hashing": {"function": "assignment"}, "replicas": {"max": 57}}
+    )
+    # A bigger ring lets more replicas in: M = 1024 gives K = 10, 100 x 10 = 1000 <= 1024.
+    c = parse_config(
+        {"hashing": {"function": "assignment", "slots": 1024}, "replicas": {"max": 100}}
+    )
+    assert c.hashing.scheme() == make_scheme("assignment", 1024)
+    assert "hashing.slots (1000)" in error_of({"hashing": {"slots": 1000}})
+
+
+def test_hashing_scheme_uses_overrides() -> None:
+    c = parse_config(
+        {
+            "hashing": {
+                "function": "modulo",
+                "slots": 2048,
+                "virtual_nodes": 4,
+                "probing": "quadratic",
+            }
+        }
+    )
+    assert c.hashing.scheme() == make_scheme("modulo", 2048, 4)
+    assert c.hashing.probing == "quadratic"
+
+
+# --- health -------------------------------------------------------------------------------------
+
+
+def test_backoff_max_below_initial_rejected() -> None:
+    message = error_of({"health": {"backoff_initial": 5, "backoff_max": 1}})
+    assert message == "config: health: backoff_max must be >= backoff_initial"
+    c = parse_config({"health": {"backoff_initial": 2, "backoff_max": 2}})
+    assert c.health.backoff_max == 2
+
+
+# --- load_config --------------------------------------------------------------------------------
+
+
+def test_load_config_missing_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope" / "config.yaml"
+    with pytest.raises(ConfigError) as info:
+        load_config(missing)
+    assert str(info.value).startswith(f"{missing}: cannot read")
+
+
+def test_load_config_errors_name_the_path(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("replicas:\n  cont: 1\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: replicas.cont: unknown field"
+
+
+def test_load_config_directory(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path)
+
+
+# --- with_overrides -----------------------------------------------------------------------------
+
+
+def test_with_overrides_applies_dotted_fields() -> None:
+    base = Config()
+    c = with_overrides(
+        base,
+        **{
+            "listen.port": 0,
+            "replicas.count": 5,
+            "log_level": "debug",
+            "replicas.process.output": "discard",
+        },
+    )
+    assert c.listen.port == 0
+    assert c.replicas.count == 5
+    assert c.log_level == "debug"
+    assert c.replicas.process.output == "discard"
+    assert c.health == base.health
+    # The original is untouched.
+    assert base.listen.port == 5000
+    assert base.replicas.count == 3
+    assert with_overrides(base) == base
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        ({"listen.port": -1}, "listen.port"),
+        ({"replicas.count": 33}, "count (33) is above max (32)"),
+        ({"hashing.function": "assignment", "replicas.max": 100}, "hashing.slots"),
+        ({"health.backoff_max": 0.1}, "backoff_max must be >= backoff_initial"),
+        ({"listen.bogus": 1}, "listen.bogus: unknown field"),
+    ],
+)
+def test_with_overrides_revalidates(overrides: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        with_overrides(Config(), **overrides)
+    assert str(info.value).startswith("overrides: ")
+    assert fragment in str(info.value)
+
+
+def test_with_overrides_on_static_config() -> None:
+    # A static config without an explicit count must survive the dump/re-validate round trip.
+    c = parse_config({"replicas": {"backend": "static", "static": STATIC_TWO}})
+    o = with_overrides(c, **{"listen.port": 0})
+    assert o.listen.port == 0
+    assert o.replicas.desired_count == 2
+    assert o.replicas.static == c.replicas.static
+
+
+def test_model_dump_round_trips() -> None:
+    for data in (
+        {},
+        {"replicas": {"backend": "static", "static": STATIC_TWO}},
+        {"hashing": {"function": "assignment", "probing": "quadratic"}, "replicas": {"max": 50}},
+    ):
+        c = parse_config(data)
+        assert parse_config(c.model_dump()) == c
+
+
+# --- immutability -------------------------------------------------------------------------------
+
+
+def test_config_is_frozen() -> None:
+    c = Config()
+    with pytest.raises(ValidationError):
+        c.log_level = "debug"  # type: ignore[misc]
+    with pytest.raises(ValidationError):
+        c.listen.port = 1  # type: ignore[misc]
+    with pytest.raises(ValidationError):
+        c.replicas.count = 9  # type: ignore[misc]
+    assert c.log_level == "info"
+    assert c.listen.port == 5000
+    assert c.replicas.count == 3
+
+
+def test_config_equality() -> None:
+    assert Config() == Config()
+    assert parse_config({"listen": {"port": 1}}) != Config()
+
+
+def test_reloadable_fields_exist() -> None:
+    data = Config().model_dump()
+    for dotted in RELOADABLE:
+        node: Any = data
+        for part in dotted.split("."):
+            assert part in node, dotted
+            node = node[part]

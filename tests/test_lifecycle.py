@@ -1,0 +1,237 @@
+"""Shutdown and the command line: the real CLI as a child process, real signals, real ports."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+
+from conftest import PY, TEST_CONFIG, deep_merge, eventually, pid_alive, pids_of_children, url
+from lbproxy import Server, parse_config
+
+
+def _port_free(port: int) -> bool:
+    """Another balancer could listen on the port now (as a restart would, SO_REUSEADDR)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+            s.listen(1)
+        except OSError:
+            return False
+    return True
+
+
+async def _children(pid: int, n: int) -> set[int]:
+    return await eventually(lambda: (c := pids_of_children(pid)) and len(c) == n and c, timeout=20)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+async def test_signal_stops_balancer_and_its_replicas(
+    balancer_process: Any, http: aiohttp.ClientSession, sig: signal.Signals
+) -> None:
+    bp = balancer_process()
+    children = await _children(bp.proc.pid, 3)
+    assert len(children) == 3
+    async with http.get(f"{bp.url}/rep") as resp:
+        assert resp.status == 200
+        assert (await resp.json())["message"]["N"] == 3
+    async with http.get(f"{bp.url}/home") as resp:
+        assert resp.status == 200
+
+    started = time.monotonic()
+    code = await asyncio.to_thread(bp.stop, sig, 20)
+    elapsed = time.monotonic() - started
+    print(f"\n{sig.name} -> exit {code} in {elapsed * 1000:.0f} ms")
+    assert code == 0
+    assert elapsed < 5, elapsed
+    # Every replica was stopped before the balancer exited; nothing is left.
+    assert not [p for p in children if pid_alive(p)]
+    assert _port_free(bp.port)
+    assert bp.proc.stdout is not None
+    output = bp.proc.stdout.read().decode()
+    assert "shutting down" in output
+    assert "stopped" in output
+    assert "Traceback" not in output
+
+
+async def test_killed_balancer_leaves_no_replicas(balancer_process: Any) -> None:
+    bp = balancer_process()
+    children = await _children(bp.proc.pid, 3)
+    bp.proc.kill()
+    assert await asyncio.to_thread(bp.proc.wait, 10) == -signal.SIGKILL
+    killed_at = time.monotonic()
+    # PR_SET_PDEATHSIG: each replica gets SIGTERM when the balancer dies, and exits.
+    await eventually(lambda: not any(pid_alive(p) for p in children), timeout=10)
+    print(f"\nbalancer SIGKILL -> replicas gone in {(time.monotonic() - killed_at) * 1000:.0f} ms")
+    await eventually(lambda: _port_free(bp.port), timeout=5)
+
+
+async def test_in_process_shutdown_leaves_nothing(
+    balancer: Any, http: aiohttp.ClientSession
+) -> None:
+    server = await balancer({"replicas": {"count": 2}})
+    backend_pids = pids_of_children(os.getpid())
+    assert len(backend_pids) == 2
+    assert len(server.tasks) >= 2  # a keeper per slot
+    async with http.get(url(server, "/home")) as resp:
+        assert resp.status == 200
+    port = server.port
+    assert port is not None
+
+    await asyncio.wait_for(server.shutdown(), 20)
+    assert len(server.tasks) == 0
+    assert not [p for p in backend_pids if pid_alive(p)]
+    assert pids_of_children(os.getpid()) == set()
+    assert await server.backend.list() == []
+    assert _port_free(port)
+    # Spawning more work after shutdown is refused, so nothing can restart a replica.
+    coro = asyncio.sleep(0)
+    with pytest.raises(RuntimeError):
+        server.tasks.spawn(coro, name="late")
+    # Shutting down twice (the fixture does it again) is harmless.
+    await asyncio.wait_for(server.shutdown(), 20)
+
+
+async def test_shutdown_while_replica_is_still_starting(tmp_path: Path) -> None:
+    # A replica that never answers: shutdown comes while its slot is starting or backing off.
+    config = parse_config(
+        deep_merge(
+            TEST_CONFIG,
+            {
+                "replicas": {
+                    "count": 2,
+                    "stop_timeout": 2,
+                    "process": {"command": [PY, "-c", "import time; time.sleep(120)"]},
+                },
+                "health": {"startup_timeout": 0.5},
+            },
+        )
+    )
+    server = Server(config)
+    try:
+        await asyncio.wait_for(server.startup(), 20)
+        await eventually(lambda: len(pids_of_children(os.getpid())) == 2, timeout=10)
+    finally:
+        started = time.monotonic()
+        await asyncio.wait_for(server.shutdown(), 20)
+    assert time.monotonic() - started < 5
+    assert len(server.tasks) == 0
+    assert pids_of_children(os.getpid()) == set()
+
+
+async def test_shutdown_does_not_hang_on_a_swallowed_cancellation(balancer: Any) -> None:
+    # aiohttp turns a cancellation that meets a firing request timeout into a TimeoutError,
+    # so a keeper probing a silent replica can miss the first cancel; shutdown must still end.
+    server = await balancer({"replicas": {"count": 1}})
+    swallowed = 0
+
+    async def stubborn() -> None:
+        nonlocal swallowed
+        while True:
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                if swallowed >= 2:
+                    raise
+                swallowed += 1
+                asyncio.current_task().uncancel()  # type: ignore[union-attr]
+
+    server.tasks.spawn(stubborn(), name="stubborn")
+    await asyncio.sleep(0)
+    pids = pids_of_children(os.getpid())
+    await asyncio.wait_for(server.shutdown(), 10)
+    assert swallowed == 2
+    assert len(server.tasks) == 0
+    assert not [p for p in pids if pid_alive(p)]
+
+
+# -- the command line ----------------------------------------------------------------------
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PY, "-m", "lbproxy", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_help(tmp_path: Path) -> None:
+    top = _cli("--help", cwd=tmp_path)
+    assert top.returncode == 0, top.stderr
+    assert "--config" in top.stdout
+    assert "run" in top.stdout
+    assert "replica" in top.stdout
+
+    run = _cli("run", "--help", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "--config" in run.stdout
+    assert "--check" in run.stdout
+
+    replica = _cli("replica", "--help", cwd=tmp_path)
+    assert replica.returncode == 0, replica.stderr
+    assert "--port" in replica.stdout
+    assert "SERVER_ID" in replica.stdout
+
+
+@pytest.mark.parametrize(
+    ("content", "named"),
+    [
+        ({"replicas": {"count": 2, "bogus": 1}}, "replicas.bogus"),
+        ({"health": {"intervall": 1}}, "health.intervall"),
+        ({"replicas": {"count": -1}}, "replicas.count"),
+        ("listen: [unclosed\n", "not valid YAML"),
+    ],
+    ids=["unknown-key", "typo", "negative-count", "broken-yaml"],
+)
+def test_invalid_config_exits_2_naming_the_field(tmp_path: Path, content: Any, named: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(content if isinstance(content, str) else yaml.safe_dump(content))
+    for args in (["run", "-c", str(path)], ["-c", str(path)], ["run", "-c", str(path), "--check"]):
+        result = _cli(*args, cwd=tmp_path)
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        assert named in result.stderr
+        assert "invalid configuration" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_missing_config_file_exits_2(tmp_path: Path) -> None:
+    result = _cli("run", "-c", str(tmp_path / "nope.yaml"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "nope.yaml" in result.stderr
+
+
+def test_check_prints_validated_config(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"replicas": {"count": 2}, "hashing": {"function": "modulo"}}))
+    result = _cli("run", "-c", str(path), "--check", "--port", "6123", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    assert printed["replicas"]["count"] == 2
+    assert printed["hashing"]["function"] == "modulo"
+    assert printed["listen"]["port"] == 6123  # command-line override
+    # Defaults are filled in: the whole validated config, not the file echoed back.
+    assert printed["health"]["interval"] == 2.0
+    assert printed["replicas"]["backend"] == "process"
+    assert parse_config(printed) == parse_config(
+        deep_merge(yaml.safe_load(path.read_text()), {"listen": {"port": 6123}})
+    )
+
+    # With no config file at all, ./config.yaml is optional and the defaults are printed.
+    default = _cli("--check", cwd=tmp_path / "..")
+    assert default.returncode == 0, default.stderr
+    assert json.loads(default.stdout) == json.loads(parse_config({}).model_dump_json())

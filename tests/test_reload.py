@@ -1,0 +1,208 @@
+"""Live reload of config.yaml: a real in-process balancer watching a real file it was given."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+
+from conftest import TEST_CONFIG, deep_merge, eventually, pid_alive, pids_of_children, url
+from lbproxy import Server
+from lbproxy._pool import State
+from lbproxy.backends import ProcessBackend
+
+RELOAD = {"reload": {"enabled": True, "interval": 0.2}}
+REJECTED = "config reload rejected"
+RESTART_ONLY = "take effect after a restart"
+
+
+def _write(path: Path, data: Any) -> None:
+    """Replace the file at once, as editors and ConfigMap updates do."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    os.replace(tmp, path)
+
+
+async def _start(
+    balancer: Any, tmp_path: Path, overrides: dict[str, Any]
+) -> tuple[Server, Path, dict[str, Any]]:
+    """A balancer whose running config is exactly what its config file says."""
+    overrides = deep_merge(RELOAD, overrides)
+    data = deep_merge(TEST_CONFIG, overrides)
+    path = tmp_path / "config.yaml"
+    _write(path, data)
+    server = await balancer(overrides, config_path=path)
+    assert server.config_path == path
+    return server, path, data
+
+
+async def _rep(http: aiohttp.ClientSession, server: Server) -> dict[str, Any]:
+    async with http.get(url(server, "/rep")) as resp:
+        assert resp.status == 200
+        return (await resp.json())["message"]
+
+
+def _all_up(server: Server, n: int) -> bool:
+    replicas = list(server.pool.replicas.values())
+    return len(replicas) == n and all(r.state is State.UP and r.up.is_set() for r in replicas)
+
+
+async def _len_list(backend: ProcessBackend, n: int) -> bool:
+    return len(await backend.list()) == n
+
+
+def _count(caplog: pytest.LogCaptureFixture, text: str) -> int:
+    return sum(text in r.getMessage() for r in caplog.records)
+
+
+async def test_reload_scales_replica_count_up_and_down(
+    balancer: Any, http: aiohttp.ClientSession, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="lbproxy")
+    server, path, data = await _start(balancer, tmp_path, {"replicas": {"count": 2}})
+    backend = server.backend
+    assert isinstance(backend, ProcessBackend)
+    await eventually(lambda: _all_up(server, 2), timeout=20)
+    assert (await _rep(http, server)) == {"N": 2, "replicas": ["server-1", "server-2"]}
+
+    _write(path, deep_merge(data, {"replicas": {"count": 4}}))
+    await eventually(lambda: _all_up(server, 4), timeout=20)
+    assert server.config.replicas.count == 4
+    rep = await _rep(http, server)
+    assert rep["N"] == 4
+    assert rep["replicas"][:2] == ["server-1", "server-2"]
+    assert len(set(rep["replicas"])) == 4
+    assert len(await backend.list()) == 4
+    assert len(pids_of_children(os.getpid())) == 4
+    assert server.pool.ring.replicas == frozenset({1, 2, 3, 4})
+    pids = {slot: backend.pid(r.handle) for slot, r in server.pool.replicas.items() if r.handle}
+    # Only the count changed, so nothing is reported as needing a restart.
+    assert _count(caplog, RESTART_ONLY) == 0
+
+    _write(path, deep_merge(data, {"replicas": {"count": 1}}))
+    await eventually(lambda: len(server.pool) == 1, timeout=20)
+    assert server.config.replicas.count == 1
+    # The longest-standing replica stays; the three newer ones are stopped.
+    assert list(server.pool.replicas) == [1]
+    assert (await _rep(http, server)) == {"N": 1, "replicas": ["server-1"]}
+    await eventually(lambda: not any(pid_alive(pids[s]) for s in (2, 3, 4)), timeout=10)
+    assert pid_alive(pids[1])
+    await eventually(lambda: _len_list(backend, 1), timeout=10)
+    await eventually(lambda: server.pool.ring.replicas == frozenset({1}), timeout=5)
+    async with http.get(url(server, "/home")) as resp:
+        assert resp.status == 200
+        assert (await resp.json())["message"] == "Hello from Server: server-1"
+    assert pids_of_children(os.getpid()) == {pids[1]}
+
+
+async def test_reload_changes_hashing_and_health(
+    balancer: Any, http: aiohttp.ClientSession, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="lbproxy")
+    server, path, data = await _start(balancer, tmp_path, {"replicas": {"count": 1}})
+    await eventually(lambda: _all_up(server, 1), timeout=20)
+    assert server.pool.ring.scheme.name == "default"
+
+    data = deep_merge(data, {"hashing": {"function": "assignment"}})
+    _write(path, data)
+    await eventually(lambda: server.pool.ring.scheme.name == "assignment", timeout=10)
+    assert server.config.hashing.function == "assignment"
+    assert server.pool.ring.scheme.slots == 512
+    assert server.pool.ring.scheme.virtual_nodes == 9
+    assert server.pool.ring.replicas == frozenset({1})
+    async with http.get(url(server, "/home"), headers={"X-Request-Id": "132574"}) as resp:
+        assert resp.status == 200
+
+    assert server.config.health.interval == 0.5
+    data = deep_merge(data, {"health": {"interval": 0.7, "unhealthy_threshold": 5}})
+    _write(path, data)
+    await eventually(lambda: server.config.health.interval == 0.7, timeout=10)
+    assert server.config.health.unhealthy_threshold == 5
+    assert server.config.hashing.function == "assignment"  # earlier edit kept
+
+    data = deep_merge(data, {"proxy": {"retries": 0}})
+    _write(path, data)
+    await eventually(lambda: server.config.proxy.retries == 0, timeout=10)
+    assert _count(caplog, RESTART_ONLY) == 0
+    assert _count(caplog, REJECTED) == 0
+
+
+async def test_reload_rejects_invalid_edits_and_keeps_running_config(
+    balancer: Any, http: aiohttp.ClientSession, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="lbproxy")
+    server, path, data = await _start(balancer, tmp_path, {"replicas": {"count": 1}})
+    await eventually(lambda: _all_up(server, 1), timeout=20)
+    running = server.config
+
+    bad_edits: list[tuple[Any, str]] = [
+        (deep_merge(data, {"replicas": {"count": 3, "bogus_key": 1}}), "replicas.bogus_key"),
+        (deep_merge(data, {"replicas": {"count": -1}}), "replicas.count"),
+        ("replicas: [count: 3\n  health: {", "not valid YAML"),
+        ([1, 2, 3], "top level must be a mapping"),
+        (deep_merge(data, {"health": {"backoff_initial": 5, "backoff_max": 1}}), "backoff_max"),
+    ]
+    for i, (bad, named) in enumerate(bad_edits, start=1):
+        _write(path, bad)
+        await eventually(lambda i=i: _count(caplog, REJECTED) >= i, timeout=10)
+        message = [r for r in caplog.records if REJECTED in r.getMessage()][-1]
+        assert message.levelno == logging.ERROR
+        assert named in message.getMessage()
+        assert str(path) in message.getMessage()
+        assert server.config is running
+        assert len(server.pool) == 1
+    assert (await _rep(http, server)) == {"N": 1, "replicas": ["server-1"]}
+
+    # A file that disappears for a while is not an edit.
+    path.unlink()
+    await eventually(lambda: True, timeout=1)
+    assert server.config is running
+
+    # A later valid edit is still applied.
+    _write(path, deep_merge(data, {"replicas": {"count": 2}}))
+    await eventually(lambda: _all_up(server, 2), timeout=20)
+    assert server.config.replicas.count == 2
+    assert (await _rep(http, server))["N"] == 2
+    assert _count(caplog, REJECTED) == len(bad_edits)
+
+
+async def test_reload_restart_only_change_warns_and_keeps_old_value(
+    balancer: Any, http: aiohttp.ClientSession, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="lbproxy")
+    server, path, data = await _start(balancer, tmp_path, {"replicas": {"count": 1}})
+    await eventually(lambda: _all_up(server, 1), timeout=20)
+    port = server.port
+    assert server.config.listen.port == 0
+
+    # listen.port needs a restart; health.interval in the same edit applies at once.
+    _write(path, deep_merge(data, {"listen": {"port": 5999}, "health": {"interval": 0.3}}))
+    await eventually(lambda: _count(caplog, RESTART_ONLY) >= 1, timeout=10)
+    warning = next(r for r in caplog.records if RESTART_ONLY in r.getMessage())
+    assert warning.levelno == logging.WARNING
+    assert "listen.port" in warning.getMessage()
+    await eventually(lambda: server.config.health.interval == 0.3, timeout=10)
+    assert server.config.listen.port == 0
+    assert server.port == port
+    assert (await _rep(http, server))["N"] == 1
+    assert _count(caplog, REJECTED) == 0
+
+
+async def test_edit_made_while_balancer_starts_is_applied(balancer: Any, tmp_path: Path) -> None:
+    overrides = deep_merge(RELOAD, {"replicas": {"count": 1}})
+    data = deep_merge(TEST_CONFIG, overrides)
+    path = tmp_path / "config.yaml"
+    _write(path, data)
+    starting = asyncio.ensure_future(balancer(overrides, config_path=path))
+    # Startup waits for the first replica; edit the file meanwhile.
+    await asyncio.sleep(0.1)
+    assert not starting.done()
+    _write(path, deep_merge(data, {"health": {"interval": 0.9}}))
+    server = await asyncio.wait_for(starting, 30)
+    await eventually(lambda: server.config.health.interval == 0.9, timeout=10)
