@@ -117,6 +117,20 @@ def url(server: Server, path: str = "/") -> str:
 
 
 UpstreamFactory = Callable[..., Awaitable[str]]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+async def _heartbeat(request: web.Request) -> web.Response:
+    return web.Response()
+
+
+def upstream_app(routes: dict[str, Handler]) -> web.Application:
+    """An app serving ``routes`` (any method) plus a /heartbeat that answers 200."""
+    app = web.Application()
+    app.router.add_get("/heartbeat", _heartbeat)
+    for path, handler in routes.items():
+        app.router.add_route("*", path, handler)
+    return app
 
 
 @pytest.fixture
@@ -130,15 +144,7 @@ async def upstream() -> AsyncIterator[UpstreamFactory]:
     async def start(
         routes: dict[str, Callable[[web.Request], Awaitable[web.StreamResponse]]], name: str = "up"
     ) -> str:
-        app = web.Application()
-
-        async def heartbeat(request: web.Request) -> web.Response:
-            return web.Response()
-
-        app.router.add_get("/heartbeat", heartbeat)
-        for path, handler in routes.items():
-            app.router.add_route("*", path, handler)
-        runner = web.AppRunner(app, access_log=None)
+        runner = web.AppRunner(upstream_app(routes), access_log=None)
         await runner.setup()
         site = web.SockSite(runner, _listening_socket())
         await site.start()

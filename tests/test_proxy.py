@@ -24,7 +24,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from conftest import free_port, url
+from conftest import free_port, upstream_app, url
 from lbproxy import HashRing, make_scheme
 from lbproxy._pool import State
 
@@ -105,15 +105,7 @@ async def stoppable() -> AsyncIterator[Callable[..., Awaitable[Upstream]]]:
     started: list[Upstream] = []
 
     async def start(routes: dict[str, Handler], **runner_kwargs: Any) -> Upstream:
-        app = web.Application()
-
-        async def heartbeat(request: web.Request) -> web.Response:
-            return web.Response()
-
-        app.router.add_get("/heartbeat", heartbeat)
-        for path, handler in routes.items():
-            app.router.add_route("*", path, handler)
-        runner = web.AppRunner(app, access_log=None, **runner_kwargs)
+        runner = web.AppRunner(upstream_app(routes), access_log=None, **runner_kwargs)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()

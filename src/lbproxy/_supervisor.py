@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 
 import aiohttp
@@ -24,6 +25,9 @@ from ._tasks import TaskSet
 from .backends import Backend, ReplicaHandle
 
 log = logging.getLogger("lbproxy.supervisor")
+
+#: How many start attempts and recoveries the supervisor remembers.
+HISTORY = 1000
 
 
 def backoff_delay(failures: int, initial: float, maximum: float) -> float:
@@ -45,10 +49,11 @@ class Supervisor:
         self._config = config
         self._keepers: dict[int, asyncio.Task[None]] = {}
         self._session: aiohttp.ClientSession | None = None
-        #: (slot, monotonic time) of every start attempt; for status and tests.
-        self.start_attempts: list[tuple[int, float]] = []
+        #: (slot, monotonic time) of the latest start attempts; bounded, since a replica that
+        #: keeps failing would otherwise grow it for as long as the balancer runs.
+        self.start_attempts: deque[tuple[int, float]] = deque(maxlen=HISTORY)
         #: (slot, monotonic time the failure was seen, monotonic time the replacement was up).
-        self.recoveries: list[tuple[int, float, float]] = []
+        self.recoveries: deque[tuple[int, float, float]] = deque(maxlen=HISTORY)
 
     # -- public ----------------------------------------------------------------------------
 
