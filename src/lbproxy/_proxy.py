@@ -40,17 +40,17 @@ class Proxy:
         self._key_function = key_function
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        config = self._config()  # one snapshot per request, even if a reload lands meanwhile
         key, generated = self._key_function()(request)
+        # A generated request id goes upstream too, so the replica's logs can be correlated.
         extra = (
-            [(REQUEST_ID_HEADER, key)]
-            if generated and self._config().hashing.key == ("request_id")
-            else []
+            [(REQUEST_ID_HEADER, key)] if generated and config.hashing.key == "request_id" else []
         )
         headers = upstream_headers(
             request.headers.items(), request.remote, request.scheme, request.host, extra
         )
         body = _request_body(request.content) if request.body_exists else None
-        attempts = 1 + self._config().proxy.retries
+        attempts = 1 + config.proxy.retries
         tried: list[str] = []
         resp: UpstreamResponse | None = None
         for replica in islice(self._pool.route(key), attempts):
@@ -69,7 +69,7 @@ class Proxy:
             except UpstreamTimeoutError:
                 return failure(
                     f"Replica {replica.hostname} did not answer within "
-                    f"{self._config().proxy.read_timeout:g}s",
+                    f"{config.proxy.read_timeout:g}s",
                     504,
                 )
             except UpstreamError as e:

@@ -18,7 +18,7 @@ from ._errors import ConfigError
 log = logging.getLogger("lbproxy.reload")
 
 
-def _fingerprint(path: Path) -> bytes | None:
+def fingerprint(path: Path) -> bytes | None:
     try:
         return hashlib.sha256(path.read_bytes()).digest()
     except OSError:
@@ -38,10 +38,10 @@ async def watch_config(
     instead of becoming the baseline. None: the file as it is when watching starts.
     """
     if last is None:
-        last = await asyncio.to_thread(_fingerprint, path)
+        last = await asyncio.to_thread(fingerprint, path)
     while True:
         await asyncio.sleep(interval())
-        current = await asyncio.to_thread(_fingerprint, path)
+        current = await asyncio.to_thread(fingerprint, path)
         if current is None or current == last:
             continue
         last = current

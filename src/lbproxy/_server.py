@@ -15,7 +15,7 @@ from ._errors import LbproxyError
 from ._keys import KeyFunction, make_key_function
 from ._pool import Pool
 from ._proxy import Proxy
-from ._reload import _fingerprint, watch_config
+from ._reload import fingerprint, watch_config
 from ._supervisor import Supervisor
 from ._tasks import TaskSet
 from ._web import AdminApi, make_app
@@ -73,9 +73,10 @@ class Server:
     def __init__(self, config: Config, config_path: Path | None = None) -> None:
         self.config = config
         self.config_path = config_path
-        #: The config file's content hash now, near when ``config`` was read from it; the
-        #: watcher compares against this, so edits made during startup are not lost.
-        self._config_fingerprint = _fingerprint(config_path) if config_path else None
+        #: The config file's content hash when startup begins, near when ``config`` was read
+        #: from it; the watcher compares against this, so edits made during startup are
+        #: not lost.
+        self._config_fingerprint: bytes | None = None
         self.tasks = TaskSet()
         self.pool = Pool(config.hashing.scheme(), config.hashing.probing)
         self.backend: Backend = make_backend(config)
@@ -106,6 +107,8 @@ class Server:
         # Bound before any replica starts, so a port in use fails at once; not listening
         # yet, so nobody is accepted before the replicas can serve.
         sock = _bind(cfg.listen.host, cfg.listen.port)
+        if self.config_path is not None:
+            self._config_fingerprint = await asyncio.to_thread(fingerprint, self.config_path)
         self.transport = AiohttpTransport(cfg.proxy)
         await self.pool.refresh_ring()
         if cfg.replicas.backend == "static":
