@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 from multidict import CIMultiDict
 
-from lbproxy._headers import HOP_BY_HOP, downstream_headers, strip_hop_by_hop, upstream_headers
+from lbproxy._headers import (
+    HOP_BY_HOP,
+    REWRITTEN,
+    downstream_headers,
+    strip_hop_by_hop,
+    upstream_headers,
+)
 
 HOP = [
     ("Connection", "keep-alive"),
@@ -154,3 +160,21 @@ def test_downstream_strips_hop_by_hop() -> None:
         ("Set-Cookie", "b=2"),
         ("Content-Length", "10"),
     ]
+
+
+def test_end_to_end_fast_path_gives_the_same_headers() -> None:
+    headers = [("Host", "h"), ("X-Request-Id", "1"), ("Accept", "*/*"), ("X-Multi", "a")]
+    assert not {k.lower() for k, _ in headers} & REWRITTEN
+    extra = [("X-Extra", "1")]
+    assert upstream_headers(
+        headers, "10.0.0.1", "http", "h", extra, end_to_end=True
+    ) == upstream_headers(headers, "10.0.0.1", "http", "h", extra)
+
+
+def test_rewritten_names_everything_the_slow_path_changes() -> None:
+    # Each of them makes the full path differ from merely appending (what end_to_end does).
+    for name in [*HOP_BY_HOP, "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"]:
+        assert name in REWRITTEN
+        headers = [(name.title(), "v")]
+        full = upstream_headers(headers, "10.0.0.1", "http", "h")
+        assert full != upstream_headers(headers, "10.0.0.1", "http", "h", end_to_end=True), name

@@ -22,6 +22,11 @@ HOP_BY_HOP = frozenset(
 )
 
 
+#: Request headers that ``upstream_headers`` rewrites: a parser that saw none of them may pass
+#: ``end_to_end=True`` and skip the filtering (the common case, on the hot path).
+REWRITTEN = HOP_BY_HOP | {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"}
+
+
 def _connection_tokens(headers: Iterable[tuple[str, str]]) -> set[str]:
     tokens: set[str] = set()
     for name, value in headers:
@@ -43,21 +48,27 @@ def upstream_headers(
     scheme: str,
     host: str | None,
     extra: Iterable[tuple[str, str]] = (),
+    *,
+    end_to_end: bool = False,
 ) -> list[tuple[str, str]]:
     """Headers for the request to a replica: end-to-end ones plus X-Forwarded-*.
 
     X-Forwarded-For is appended to (the chain of proxies is kept); -Proto and -Host are set
     to what this balancer saw, since it is the one that terminated the client's connection.
+    ``end_to_end``: the caller knows ``headers`` holds none of ``REWRITTEN``.
     """
     items = headers.items() if isinstance(headers, Mapping) else headers
-    out: list[tuple[str, str]] = []
     prior_for: list[str] = []
-    for k, v in strip_hop_by_hop(items):
-        low = k.lower()
-        if low == "x-forwarded-for":
-            prior_for.append(v)
-        elif low not in ("x-forwarded-proto", "x-forwarded-host"):
-            out.append((k, v))
+    if end_to_end:
+        out = list(items)
+    else:
+        out = []
+        for k, v in strip_hop_by_hop(items):
+            low = k.lower()
+            if low == "x-forwarded-for":
+                prior_for.append(v)
+            elif low not in ("x-forwarded-proto", "x-forwarded-host"):
+                out.append((k, v))
     if client_ip:
         prior_for.append(client_ip)
     if prior_for:

@@ -7,20 +7,19 @@ import logging
 import socket
 from pathlib import Path
 
-from aiohttp import web
-
+from ._admin import AdminApi
 from ._config import RELOADABLE, Config
 from ._control import Controller
 from ._errors import LbproxyError
+from ._front import Front
 from ._keys import KeyFunction, make_key_function
 from ._pool import Pool
 from ._proxy import Proxy
 from ._reload import fingerprint, watch_config
 from ._supervisor import Supervisor
 from ._tasks import TaskSet
-from ._web import AdminApi, make_app
 from .backends import Backend, make_backend
-from .transport import AiohttpTransport, Transport
+from .transport import HttptoolsTransport, Transport
 
 log = logging.getLogger("lbproxy")
 
@@ -84,7 +83,7 @@ class Server:
         self.control = Controller(self.pool, self.supervisor, lambda: self.config)
         self._key_function: KeyFunction = make_key_function(config.hashing.key)
         self.transport: Transport | None = None
-        self._runner: web.AppRunner | None = None
+        self._front: Front | None = None
         self._should_exit = asyncio.Event()
         self.started = asyncio.Event()
         self.port: int | None = None
@@ -109,7 +108,7 @@ class Server:
         sock = _bind(cfg.listen.host, cfg.listen.port)
         if self.config_path is not None:
             self._config_fingerprint = await asyncio.to_thread(fingerprint, self.config_path)
-        self.transport = AiohttpTransport(cfg.proxy)
+        self.transport = HttptoolsTransport(cfg.proxy)
         await self.pool.refresh_ring()
         if cfg.replicas.backend == "static":
             initial = self.control.start_initial(
@@ -128,14 +127,8 @@ class Server:
             add_wait=lambda: self.config.health.startup_timeout,
             can_scale=self.backend.manages_lifecycle,
         )
-        self._runner = web.AppRunner(
-            make_app(admin, proxy),
-            access_log=None,
-            handle_signals=False,
-            shutdown_timeout=cfg.shutdown_timeout,
-        )
-        await self._runner.setup()
-        await web.SockSite(self._runner, sock, backlog=1024).start()
+        self._front = Front(admin, proxy.handle, cfg.proxy.client_keepalive_timeout)
+        await self._front.start(sock, backlog=1024)
         self.port = sock.getsockname()[1]
         if self.config_path is not None and cfg.reload.enabled:
             self.tasks.spawn(
@@ -161,8 +154,9 @@ class Server:
         log.info("shutting down")
         # Keepers first, so nothing replaces the replicas this shutdown stops.
         await self.tasks.close()
-        if self._runner is not None:
-            await self._runner.cleanup()  # stops listening, lets in-flight requests finish
+        if self._front is not None:
+            # Stops listening, closes idle connections, lets answers under way finish.
+            await self._front.close(self.config.shutdown_timeout)
         await self.backend.close()
         await self.supervisor.close()
         if self.transport is not None:

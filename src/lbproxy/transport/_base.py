@@ -2,31 +2,63 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator
 from typing import Protocol
 
 
+class RequestBody(Protocol):
+    """A request body as it arrives from the client, never held whole.
+
+    ``length`` is the declared Content-Length, or None when the body is sent without one
+    (chunked). ``read()`` returns the next piece, ``b""`` once the body is complete, and
+    raises ``ClientDisconnectedError`` if the client left before sending all of it.
+    """
+
+    length: int | None
+
+    async def read(self) -> bytes: ...
+
+
 class UpstreamResponse(Protocol):
-    """A replica's answer whose body has not been read yet."""
+    """A replica's answer whose head is in and whose body may still be arriving."""
 
     status: int
     reason: str
+    #: End-to-end and hop-by-hop headers as the replica sent them (the proxy filters).
     headers: list[tuple[str, str]]
+    #: True when ``headers`` holds no hop-by-hop header (so they need no filtering).
+    end_to_end: bool
+    #: The declared Content-Length; None when the body is chunked or ends with the connection.
+    length: int | None
+    #: False for answers that never have a body (HEAD, 1xx, 204, 304).
+    has_body: bool
+    #: True once the whole body has arrived (it may still be waiting in the buffer).
+    complete: bool
 
-    def body(self) -> AsyncIterator[bytes]:
-        """The body as it arrives; raises UpstreamError subclasses if the replica breaks off."""
+    def take(self) -> bytes:
+        """Everything received and not taken yet, without waiting (``b""`` if nothing)."""
         ...
 
-    async def aclose(self) -> None:
-        """Give the connection back (when the body was read to the end) or close it."""
+    async def read(self) -> bytes:
+        """The next piece of the body, waiting for it; ``b""`` at the end.
+
+        Raises ``UpstreamTimeoutError`` when the replica stalls for longer than the read
+        timeout and ``UpstreamProtocolError`` when it breaks off the answer.
+        """
+        ...
+
+    def release(self) -> None:
+        """Done with the answer: the connection is reused if the body was read to its end,
+        closed otherwise. Safe to call more than once."""
         ...
 
 
 class Transport(Protocol):
-    """Sends one request to one replica and returns as soon as the answer's headers are in.
+    """Sends one request to one replica and returns as soon as the answer's head is in.
 
     Raises ``UpstreamConnectError`` when nothing was sent (the caller may try another replica),
-    ``UpstreamTimeoutError`` when the replica is too slow, ``UpstreamProtocolError`` otherwise.
+    ``UpstreamTimeoutError`` when the replica is too slow, ``UpstreamProtocolError`` otherwise;
+    ``ClientDisconnectedError`` from the body passes through (the replica's connection is
+    closed, so it never takes a cut body for a complete one).
     """
 
     async def request(
@@ -35,7 +67,7 @@ class Transport(Protocol):
         method: str,
         target: str,
         headers: list[tuple[str, str]],
-        body: AsyncIterable[bytes] | None,
+        body: RequestBody | None,
     ) -> UpstreamResponse: ...
 
     async def close(self) -> None: ...

@@ -1,0 +1,699 @@
+"""The balancer's HTTP/1.1 server on port 5000: asyncio protocols and httptools' C parser.
+
+Every client connection is one ``_ClientConnection`` protocol. Requests are parsed as bytes
+arrive; each one is answered by a task running ``Front.dispatch`` (the admin API for /rep,
+/add and /rm, the proxy for everything else), one at a time and in order, so pipelined
+requests are safe. Request bodies are handed on as they arrive and reading from the client
+pauses while more than ``BODY_HIGH_WATER`` bytes wait; answers wait for ``drain`` when the
+client reads slowly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import http
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from email.utils import formatdate
+from http.cookies import CookieError, SimpleCookie
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+import httptools
+
+from ._admin import MAX_ADMIN_BODY, AdminApi, body_too_large
+from ._errors import ClientDisconnectedError
+from ._headers import REWRITTEN
+from ._messages import JSON, Answer, failure
+
+log = logging.getLogger("lbproxy.front")
+
+#: Limits on a request's head; beyond them the client gets 414 or 431 and is disconnected.
+MAX_TARGET = 8190
+MAX_HEADER_LINE = 8190
+MAX_HEADERS = 100
+MAX_HEAD = 64 * 1024
+#: Reading from a client pauses once this much of its request body waits to be sent on.
+BODY_HIGH_WATER = 256 * 1024
+#: How long a connection that will be closed keeps reading (and discarding) what the client
+#: still sends, so that closing it does not reset the answer the client has yet to read.
+LINGER = 2.0
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_REASONS = {s.value: s.phrase for s in http.HTTPStatus}
+
+
+class _HeadTooLarge(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        self.message = message
+
+
+class Headers(Mapping[str, str]):
+    """A request's headers as a case-insensitive mapping (first value of a repeated name)."""
+
+    __slots__ = ("_first", "_items")
+
+    def __init__(self, items: list[tuple[str, str]], first: dict[str, str]) -> None:
+        self._items = items
+        self._first = first
+
+    def __getitem__(self, name: str) -> str:
+        return self._first[name.lower()]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._first.get(name.lower(), default)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._first
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._first)
+
+    def __len__(self) -> int:
+        return len(self._first)
+
+
+class Request:
+    """One client request: its head, its body as it arrives, and the means to answer it.
+
+    It is also the ``RequestBody`` the upstream transport streams from, and the
+    ``RequestView`` key functions read.
+    """
+
+    __slots__ = (
+        "_body_waiter",
+        "_chunks",
+        "_conn",
+        "_first",
+        "_task",
+        "body_done",
+        "buffered",
+        "cancel_on_disconnect",
+        "chunked",
+        "end_to_end",
+        "expect_continue",
+        "finished",
+        "has_body",
+        "header_items",
+        "host",
+        "http10",
+        "keep_alive",
+        "length",
+        "method",
+        "started",
+        "target",
+    )
+
+    scheme = "http"
+
+    def __init__(
+        self,
+        conn: _ClientConnection,
+        method: str,
+        target: str,
+        header_items: list[tuple[str, str]],
+        first: dict[str, str],
+        keep_alive: bool,
+        http10: bool,
+    ) -> None:
+        self._conn = conn
+        self.method = method
+        self.target = target
+        self.header_items = header_items
+        self._first = first
+        self.host: str | None = first.get("host")
+        self.keep_alive = keep_alive
+        self.http10 = http10
+        self.length: int | None = None
+        self.chunked = False
+        self.end_to_end = True  # no header that upstream_headers rewrites
+        self.has_body = False
+        self.expect_continue = False
+        self.body_done = False
+        self.buffered = 0
+        self._chunks: list[bytes] = []
+        self._body_waiter: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.cancel_on_disconnect = False
+        self.started = False  # the answer's head went out
+        self.finished = False  # the whole answer went out
+
+    # -- what key functions and the proxy read -----------------------------------------------
+
+    @property
+    def headers(self) -> Headers:
+        return Headers(self.header_items, self._first)
+
+    @property
+    def remote(self) -> str | None:
+        return self._conn.remote
+
+    @property
+    def raw_path(self) -> str:
+        """The request target without its query, as sent (not decoded)."""
+        return self.target.partition("?")[0]
+
+    @property
+    def path(self) -> str:
+        return unquote(self.raw_path)
+
+    @property
+    def query(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for k, v in parse_qsl(self.target.partition("?")[2], keep_blank_values=True):
+            out.setdefault(k, v)
+        return out
+
+    @property
+    def cookies(self) -> dict[str, str]:
+        cookie: SimpleCookie = SimpleCookie()
+        for k, v in self.header_items:
+            if k.lower() == "cookie":
+                with contextlib.suppress(CookieError):
+                    cookie.load(v)
+        return {k: m.value for k, m in cookie.items()}
+
+    # -- the body (RequestBody) --------------------------------------------------------------
+
+    async def read(self) -> bytes:
+        """The next piece of the body; b"" once it is complete."""
+        while True:
+            chunks = self._chunks
+            if chunks:
+                data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                self._chunks = []
+                self.buffered = 0
+                self._conn.update_reading()
+                return data
+            if self.body_done:
+                return b""
+            conn = self._conn
+            if conn.lost or conn.eof:
+                raise ClientDisconnectedError("the client left before sending its whole body")
+            if self.expect_continue:
+                self.expect_continue = False
+                conn.write(_CONTINUE)
+            self._body_waiter = waiter = conn.loop.create_future()
+            try:
+                await waiter
+            finally:
+                self._body_waiter = None
+
+    async def read_all(self, limit: int) -> bytes | None:
+        """The whole body if it is at most ``limit`` bytes, else None (the rest left unread)."""
+        if self.length is not None and self.length > limit:
+            return None
+        data = bytearray()
+        while chunk := await self.read():
+            data += chunk
+            if len(data) > limit:
+                return None
+        return bytes(data)
+
+    def _feed(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self.buffered += len(data)
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._body_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- answering ---------------------------------------------------------------------------
+
+    def _head(self, status: int, reason: str, headers: list[tuple[str, str]], extra: str) -> bytes:
+        conn = self._conn
+        if self.keep_alive and (not self.body_done or (conn.closing and not conn.pending)):
+            # The body was not read to its end, or no more requests will be read.
+            self.keep_alive = False
+        if not self.keep_alive:
+            extra += "Connection: close\r\n"
+        elif self.http10:
+            extra += "Connection: keep-alive\r\n"
+        lines = [f"HTTP/1.1 {status} {reason}\r\n"]
+        lines.extend([f"{k}: {v}\r\n" for k, v in headers])
+        lines.append(extra)
+        lines.append("\r\n")
+        self.started = True
+        return "".join(lines).encode("latin-1")
+
+    def answer(self, answer: Answer) -> None:
+        """Send one of the balancer's own (JSON) answers, whole."""
+        headers = [
+            ("Content-Type", JSON),
+            ("Content-Length", str(len(answer.body))),
+            ("Date", formatdate(usegmt=True)),
+            *answer.headers,
+        ]
+        reason = _REASONS.get(answer.status, "")
+        head = self._head(answer.status, reason, headers, "")
+        self._conn.write(head if self.method == "HEAD" else head + answer.body)
+        self.finished = True
+
+    def send_whole(
+        self,
+        status: int,
+        reason: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        framing: str,
+    ) -> None:
+        """An answer whose body is all at hand, in one write. ``framing`` as for ``start``."""
+        if framing == "chunked" and self.http10:
+            head = self._head(status, reason, headers, f"Content-Length: {len(body)}\r\n")
+        elif framing == "chunked":
+            head = self._head(status, reason, headers, "Transfer-Encoding: chunked\r\n")
+            body = b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body) if body else b"0\r\n\r\n"
+        else:
+            head = self._head(status, reason, headers, "")
+        self._conn.write(head + body if body else head)
+        self.finished = True
+
+    def start(self, status: int, reason: str, headers: list[tuple[str, str]], framing: str) -> None:
+        """Send an answer's head; ``write`` and ``end`` send its body.
+
+        ``framing``: "none" (no body), "length" (the headers carry Content-Length), "chunked"
+        (to be chunked here), "close" (ends when the connection does; for HTTP/1.0 clients).
+        """
+        if framing == "chunked" and self.http10:
+            framing = "close"
+        if framing == "close":
+            self.keep_alive = False
+        extra = "Transfer-Encoding: chunked\r\n" if framing == "chunked" else ""
+        self._conn.chunked = framing == "chunked"
+        self._conn.write(self._head(status, reason, headers, extra))
+
+    def write(self, data: bytes) -> None:
+        conn = self._conn
+        if conn.chunked:
+            conn.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+        else:
+            conn.write(data)
+
+    def end(self) -> None:
+        conn = self._conn
+        if conn.chunked:
+            conn.write(b"0\r\n\r\n")
+            conn.chunked = False
+        self.finished = True
+
+    @property
+    def write_paused(self) -> bool:
+        return self._conn.write_paused
+
+    async def drain(self) -> None:
+        await self._conn.drain()
+
+    def abort(self) -> None:
+        """Cut the client's connection: a short answer must not pass for a complete one."""
+        self._conn.abort()
+
+
+class _ClientConnection(asyncio.Protocol):
+    def __init__(self, front: Front) -> None:
+        self.front = front
+        self.loop = front.loop
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.remote: str | None = None
+        self.current: Request | None = None
+        self.pending: collections.deque[Request] = collections.deque()
+        self.parsing: Request | None = None
+        self.closing = False  # no more requests: after the current answer, close
+        self.lost = False
+        self.eof = False  # the client sent EOF: it may still read
+        self.write_paused = False
+        self.read_paused = False
+        self.chunked = False
+        self._discarding = False  # input is ignored from now on
+        self._closed = False
+        self._drain: asyncio.Future[None] | None = None
+        self._error: Answer | None = None  # a 400/414/431 to send once the current answer ends
+        self._target = b""
+        self._items: list[tuple[str, str]] = []
+        self._first: dict[str, str] = {}
+        self._head_size = 0
+        self._length: int | None = None
+        self._chunked = False
+        self._expect = False
+        self._end_to_end = True
+        self._requests = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_mark = -1
+
+    # -- asyncio.Protocol --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.remote = peer[0] if isinstance(peer, tuple) else None
+        self.front.connections.add(self)
+        self._arm_idle_timer()
+
+    def data_received(self, data: bytes) -> None:
+        if self._discarding:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # Upgrades are not offered (Upgrade is hop-by-hop and dropped): the request is
+            # answered as a plain one, and what follows its head is not HTTP/1.1, so the
+            # connection ends after the answer.
+            self._discarding = True
+            self.closing = True
+        except httptools.HttpParserCallbackError as e:
+            cause = e.__context__
+            if isinstance(cause, _HeadTooLarge):
+                self._reject(failure(cause.message, cause.status))
+            else:
+                raise
+        except httptools.HttpParserError as e:
+            self._reject(failure(f"Malformed HTTP request: {e}", 400))
+
+    def eof_received(self) -> bool | None:
+        # The client finished sending; answers to what it asked for still go out.
+        self.eof = True
+        self.closing = True
+        if self.parsing is not None:
+            self.parsing._wake()  # a body cut short
+        if self.current is None:
+            self.transport.close()  # type: ignore[union-attr]
+        return True  # keep our side open until the answers are written
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.closing = True
+        self.front.connections.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for req in (self.parsing, self.current, *self.pending):
+            if req is not None:
+                req._wake()
+        self.pending.clear()
+        current = self.current
+        if current is not None and current.cancel_on_disconnect and current._task is not None:
+            current._task.cancel()
+        drain = self._drain
+        if drain is not None and not drain.done():
+            drain.set_exception(ClientDisconnectedError("the client went away"))
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        drain = self._drain
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    # -- httptools callbacks -----------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._target = b""
+        self._items = []
+        self._first = {}
+        self._head_size = 0
+        self._length = None
+        self._chunked = False
+        self._expect = False
+        self._end_to_end = True
+
+    def on_url(self, url: bytes) -> None:
+        self._target += url
+        if len(self._target) > MAX_TARGET:
+            raise _HeadTooLarge(414, f"Request target is longer than {MAX_TARGET} bytes")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        size = len(name) + len(value)
+        self._head_size += size + 4
+        items = self._items
+        if size > MAX_HEADER_LINE or self._head_size > MAX_HEAD or len(items) >= MAX_HEADERS:
+            raise _HeadTooLarge(
+                431,
+                f"Request headers are too large (at most {MAX_HEADERS} headers, "
+                f"{MAX_HEADER_LINE} bytes each, {MAX_HEAD} bytes in all)",
+            )
+        n = name.decode("latin-1")
+        v = value.decode("latin-1")
+        items.append((n, v))
+        low = n.lower()
+        first = self._first
+        if low not in first:
+            first[low] = v
+        if low in REWRITTEN:
+            self._end_to_end = False
+        if low == "content-length":
+            self._length = int(v)  # the parser has checked it is a number, and only one
+        elif low == "transfer-encoding":
+            self._chunked = "chunked" in v.lower()
+        elif low == "expect":
+            self._expect = v.lower() == "100-continue"
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        req = Request(
+            self,
+            parser.get_method().decode("latin-1"),
+            self._target.decode("latin-1"),
+            self._items,
+            self._first,
+            parser.should_keep_alive(),
+            parser.get_http_version() == "1.0",
+        )
+        if self._chunked:
+            req.chunked = req.has_body = True
+        elif self._length:
+            req.length = self._length
+            req.has_body = True
+        req.expect_continue = self._expect and req.has_body and not req.http10
+        req.end_to_end = self._end_to_end
+        self.parsing = req
+        if self.current is None:
+            self._start(req)
+        else:
+            self.pending.append(req)  # pipelined: answered after the ones before it
+            self.update_reading()
+
+    def on_body(self, body: bytes) -> None:
+        req = self.parsing
+        if req is not None:
+            req._feed(body)
+            if req.buffered > BODY_HIGH_WATER and not self.read_paused:
+                self.update_reading()
+
+    def on_message_complete(self) -> None:
+        req = self.parsing
+        if req is not None:
+            self.parsing = None
+            req.body_done = True
+            req._wake()
+
+    # -- serving -----------------------------------------------------------------------------
+
+    def _start(self, req: Request) -> None:
+        self.current = req
+        self._requests += 1
+        req._task = self.loop.create_task(self._serve(req))
+
+    async def _serve(self, req: Request) -> None:
+        try:
+            await self.front.dispatch(req)
+        except ClientDisconnectedError:
+            pass
+        except Exception:
+            log.exception("%s %s failed", req.method, req.target)
+            if not req.started and not self.lost:
+                req.answer(failure("Internal error in the balancer", 500))
+        finally:
+            self._done(req)
+
+    def _done(self, req: Request) -> None:
+        self.current = None
+        if self.lost:
+            return
+        if not req.finished:
+            self.abort()
+        elif not req.keep_alive:
+            self._close()
+        elif self.pending:
+            self._start(self.pending.popleft())
+            self.update_reading()
+        elif self._error is not None:
+            self._reject(self._error)
+        elif self.closing:
+            self._close()
+        else:
+            self.update_reading()
+
+    def update_reading(self) -> None:
+        """Read from the client unless requests or body bytes are piling up unanswered."""
+        if self.lost or self.transport is None:
+            return
+        req = self.parsing
+        pause = bool(self.pending) or (req is not None and req.buffered > BODY_HIGH_WATER)
+        if pause != self.read_paused:
+            self.read_paused = pause
+            if pause:
+                self.transport.pause_reading()
+            else:
+                self.transport.resume_reading()
+
+    def _reject(self, answer: Answer) -> None:
+        """Answer a request that could not be parsed, then hang up."""
+        self.closing = True
+        self._discarding = True
+        self.parsing = None
+        if self.current is not None:
+            self._error = answer  # after the answers to the requests before it
+            return
+        self._error = None
+        self.write(_plain_answer(answer))
+        self._close()
+
+    def _close(self) -> None:
+        """Close after what was written is sent; keep discarding input for a while so the
+        kernel does not reset the connection under an answer not yet read."""
+        if self.lost or self.transport is None or self._closed:
+            return
+        self._closed = self._discarding = True
+        if self.eof:
+            self.transport.close()
+            return
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self.loop.call_later(LINGER, self._hard_close)
+        else:
+            self.transport.close()
+
+    def _hard_close(self) -> None:
+        if not self.lost and self.transport is not None:
+            self.transport.close()
+
+    def write(self, data: bytes) -> None:
+        if not self.lost and self.transport is not None:
+            self.transport.write(data)
+
+    def writelines(self, data: tuple[bytes, ...]) -> None:
+        if not self.lost and self.transport is not None:
+            self.transport.writelines(data)
+
+    async def drain(self) -> None:
+        if self.lost:
+            raise ClientDisconnectedError("the client went away")
+        if self.write_paused:
+            self._drain = self.loop.create_future()
+            try:
+                await self._drain
+            finally:
+                self._drain = None
+
+    def abort(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    # -- idle connections --------------------------------------------------------------------
+
+    def _arm_idle_timer(self) -> None:
+        self._timer_mark = self._requests
+        self._timer = self.loop.call_later(self.front.idle_timeout, self._on_idle_timer)
+
+    def _on_idle_timer(self) -> None:
+        # Closed only after a whole period with no request started and none under way,
+        # so a busy connection costs no timer work per request.
+        self._timer = None
+        if self.lost:
+            return
+        if self.current is None and self._requests == self._timer_mark:
+            self._close()
+            return
+        self._arm_idle_timer()
+
+    def shutdown(self) -> None:
+        """Shutting down: no more requests; an idle connection closes now."""
+        self.closing = True
+        if self.current is None:
+            self._close()
+
+
+def _plain_answer(answer: Answer) -> bytes:
+    head = (
+        f"HTTP/1.1 {answer.status} {_REASONS.get(answer.status, '')}\r\n"
+        f"Content-Type: {JSON}\r\nContent-Length: {len(answer.body)}\r\n"
+        + "".join(f"{k}: {v}\r\n" for k, v in answer.headers)
+        + "Connection: close\r\n\r\n"
+    )
+    return head.encode("latin-1") + answer.body
+
+
+class Front:
+    """The HTTP server on the balancer's port, owned and closed by ``Server``."""
+
+    def __init__(
+        self,
+        admin: AdminApi,
+        proxy: Callable[[Request], Awaitable[None]],
+        idle_timeout: float,
+    ) -> None:
+        self.admin = admin
+        self.proxy = proxy
+        self.idle_timeout = idle_timeout
+        self.connections: set[_ClientConnection] = set()
+        self.loop = asyncio.get_running_loop()
+        self._server: asyncio.Server | None = None
+
+    async def start(self, sock: Any, backlog: int = 1024) -> None:
+        sock.listen(backlog)
+        self._server = await self.loop.create_server(
+            lambda: _ClientConnection(self), sock=sock, backlog=backlog
+        )
+
+    async def dispatch(self, req: Request) -> None:
+        if req.raw_path in self.admin.routes:
+            await self._admin(req)
+            return
+        if req.method == "CONNECT":
+            req.answer(failure("CONNECT is not supported", 405, {"Allow": "GET, HEAD, POST"}))
+            return
+        req.cancel_on_disconnect = True
+        await self.proxy(req)
+
+    async def _admin(self, req: Request) -> None:
+        path = req.raw_path
+        denied = self.admin.method_allowed(path, req.method)
+        if denied is not None:
+            req.answer(denied)
+            return
+        body = await req.read_all(MAX_ADMIN_BODY)
+        if body is None:
+            req.answer(body_too_large())
+            return
+        req.answer(await self.admin.handle(path, body))
+
+    async def close(self, timeout: float) -> None:
+        """Stop accepting, close idle connections, let answers under way finish (up to
+        ``timeout``), then cut what is left."""
+        if self._server is None:
+            return
+        server, self._server = self._server, None
+        server.close()
+        for conn in list(self.connections):
+            conn.shutdown()
+        deadline = time.monotonic() + timeout
+        while any(c.current is not None for c in self.connections):
+            if time.monotonic() > deadline:
+                log.warning("cutting %d answers still under way", len(self.connections))
+                break
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            conn.abort()
+        await server.wait_closed()
