@@ -1,11 +1,11 @@
 """The balancer's HTTP/1.1 server on port 5000: asyncio protocols and httptools' C parser.
 
 Every client connection is one ``_ClientConnection`` protocol. Requests are parsed as bytes
-arrive; each one is answered by a task running ``Front.dispatch`` (the admin API for /rep,
-/add and /rm, the proxy for everything else), one at a time and in order, so pipelined
-requests are safe. Request bodies are handed on as they arrive and reading from the client
-pauses while more than ``BODY_HIGH_WATER`` bytes wait; answers wait for ``drain`` when the
-client reads slowly.
+arrive and answered one at a time and in order, so pipelined requests are safe: /rep, /add
+and /rm by the admin API in a task; everything else by the proxy, from the parser's callback
+when ``Proxy.serve_now`` can (the hot path), else in a task running ``Proxy.handle``.
+Request bodies are handed on as they arrive and reading from the client pauses while more
+than ``BODY_HIGH_WATER`` bytes wait; answers wait for ``drain`` when the client reads slowly.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import contextlib
 import http
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from email.utils import formatdate
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
@@ -26,7 +26,7 @@ import httptools
 
 from ._admin import MAX_ADMIN_BODY, AdminApi, body_too_large
 from ._errors import ClientDisconnectedError
-from ._headers import REWRITTEN
+from ._headers import REWRITTEN, encode_headers
 from ._messages import JSON, Answer, failure
 
 log = logging.getLogger("lbproxy.front")
@@ -43,6 +43,10 @@ BODY_HIGH_WATER = 256 * 1024
 LINGER = 2.0
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_ALLOW = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+_REWRITTEN = frozenset(h.encode() for h in REWRITTEN)
+#: Request headers the connection looks at; the others are passed on untouched.
+_NOTED = _REWRITTEN | {b"content-length", b"expect"}
 _REASONS = {s.value: s.phrase for s in http.HTTPStatus}
 
 
@@ -55,23 +59,23 @@ class _HeadTooLarge(Exception):
 class Headers(Mapping[str, str]):
     """A request's headers as a case-insensitive mapping (first value of a repeated name)."""
 
-    __slots__ = ("_first", "_items")
+    __slots__ = ("_first",)
 
-    def __init__(self, items: list[tuple[str, str]], first: dict[str, str]) -> None:
-        self._items = items
-        self._first = first
+    def __init__(self, first: dict[bytes, bytes]) -> None:
+        self._first = first  # lower-cased name -> value, as parsed
 
     def __getitem__(self, name: str) -> str:
-        return self._first[name.lower()]
+        return self._first[name.lower().encode("latin-1")].decode("latin-1")
 
     def get(self, name: str, default: Any = None) -> Any:
-        return self._first.get(name.lower(), default)
+        value = self._first.get(name.lower().encode("latin-1"))
+        return default if value is None else value.decode("latin-1")
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._first
+        return isinstance(name, str) and name.lower().encode("latin-1") in self._first
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._first)
+        return (k.decode("latin-1") for k in self._first)
 
     def __len__(self) -> int:
         return len(self._first)
@@ -98,12 +102,13 @@ class Request:
         "expect_continue",
         "finished",
         "has_body",
-        "header_items",
         "host",
         "http10",
         "keep_alive",
         "length",
         "method",
+        "on_disconnect",
+        "raw_headers",
         "started",
         "target",
     )
@@ -115,17 +120,19 @@ class Request:
         conn: _ClientConnection,
         method: str,
         target: str,
-        header_items: list[tuple[str, str]],
-        first: dict[str, str],
+        raw_headers: list[tuple[bytes, bytes]],
+        first: dict[bytes, bytes],
         keep_alive: bool,
         http10: bool,
     ) -> None:
         self._conn = conn
         self.method = method
         self.target = target
-        self.header_items = header_items
+        #: As parsed, undecoded: passed on as they are when nothing needs rewriting.
+        self.raw_headers = raw_headers
         self._first = first
-        self.host: str | None = first.get("host")
+        host = first.get(b"host")
+        self.host: str | None = host.decode("latin-1") if host is not None else None
         self.keep_alive = keep_alive
         self.http10 = http10
         self.length: int | None = None
@@ -139,6 +146,8 @@ class Request:
         self._body_waiter: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self.cancel_on_disconnect = False
+        #: Called if the client goes away while the request is served without a task.
+        self.on_disconnect: Callable[[], None] | None = None
         self.started = False  # the answer's head went out
         self.finished = False  # the whole answer went out
 
@@ -146,7 +155,11 @@ class Request:
 
     @property
     def headers(self) -> Headers:
-        return Headers(self.header_items, self._first)
+        return Headers(self._first)
+
+    @property
+    def header_items(self) -> list[tuple[str, str]]:
+        return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self.raw_headers]
 
     @property
     def remote(self) -> str | None:
@@ -226,56 +239,50 @@ class Request:
 
     # -- answering ---------------------------------------------------------------------------
 
-    def _head(self, status: int, reason: str, headers: list[tuple[str, str]], extra: str) -> bytes:
+    def _head(self, status: int, reason: str, headers: bytes, extra: bytes) -> bytes:
         conn = self._conn
         if self.keep_alive and (not self.body_done or (conn.closing and not conn.pending)):
             # The body was not read to its end, or no more requests will be read.
             self.keep_alive = False
         if not self.keep_alive:
-            extra += "Connection: close\r\n"
+            extra += b"Connection: close\r\n"
         elif self.http10:
-            extra += "Connection: keep-alive\r\n"
-        lines = [f"HTTP/1.1 {status} {reason}\r\n"]
-        lines.extend([f"{k}: {v}\r\n" for k, v in headers])
-        lines.append(extra)
-        lines.append("\r\n")
+            extra += b"Connection: keep-alive\r\n"
         self.started = True
-        return "".join(lines).encode("latin-1")
+        return b"HTTP/1.1 %d %s\r\n%s%s\r\n" % (status, reason.encode("latin-1"), headers, extra)
 
     def answer(self, answer: Answer) -> None:
         """Send one of the balancer's own (JSON) answers, whole."""
-        headers = [
-            ("Content-Type", JSON),
-            ("Content-Length", str(len(answer.body))),
-            ("Date", formatdate(usegmt=True)),
-            *answer.headers,
-        ]
-        reason = _REASONS.get(answer.status, "")
-        head = self._head(answer.status, reason, headers, "")
+        headers = encode_headers(
+            [
+                ("Content-Type", JSON),
+                ("Content-Length", str(len(answer.body))),
+                ("Date", formatdate(usegmt=True)),
+                *answer.headers,
+            ]
+        )
+        head = self._head(answer.status, _REASONS.get(answer.status, ""), headers, b"")
         self._conn.write(head if self.method == "HEAD" else head + answer.body)
         self.finished = True
 
     def send_whole(
-        self,
-        status: int,
-        reason: str,
-        headers: list[tuple[str, str]],
-        body: bytes,
-        framing: str,
+        self, status: int, reason: str, headers: bytes, body: bytes, framing: str
     ) -> None:
-        """An answer whose body is all at hand, in one write. ``framing`` as for ``start``."""
+        """An answer whose body is all at hand, in one write; ``headers`` are encoded header
+        lines, ``framing`` as for ``start``."""
         if framing == "chunked" and self.http10:
-            head = self._head(status, reason, headers, f"Content-Length: {len(body)}\r\n")
+            head = self._head(status, reason, headers, b"Content-Length: %d\r\n" % len(body))
         elif framing == "chunked":
-            head = self._head(status, reason, headers, "Transfer-Encoding: chunked\r\n")
+            head = self._head(status, reason, headers, b"Transfer-Encoding: chunked\r\n")
             body = b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body) if body else b"0\r\n\r\n"
         else:
-            head = self._head(status, reason, headers, "")
+            head = self._head(status, reason, headers, b"")
         self._conn.write(head + body if body else head)
         self.finished = True
 
-    def start(self, status: int, reason: str, headers: list[tuple[str, str]], framing: str) -> None:
-        """Send an answer's head; ``write`` and ``end`` send its body.
+    def start(self, status: int, reason: str, headers: bytes, framing: str) -> None:
+        """Send an answer's head (``headers``: encoded lines); ``write`` and ``end`` send its
+        body.
 
         ``framing``: "none" (no body), "length" (the headers carry Content-Length), "chunked"
         (to be chunked here), "close" (ends when the connection does; for HTTP/1.0 clients).
@@ -284,7 +291,7 @@ class Request:
             framing = "close"
         if framing == "close":
             self.keep_alive = False
-        extra = "Transfer-Encoding: chunked\r\n" if framing == "chunked" else ""
+        extra = b"Transfer-Encoding: chunked\r\n" if framing == "chunked" else b""
         self._conn.chunked = framing == "chunked"
         self._conn.write(self._head(status, reason, headers, extra))
 
@@ -313,6 +320,22 @@ class Request:
         """Cut the client's connection: a short answer must not pass for a complete one."""
         self._conn.abort()
 
+    # -- served without a task (Proxy.serve_now) ---------------------------------------------
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Go on serving this request in a task running ``work``."""
+        conn = self._conn
+        if conn.lost:
+            work.close()
+            conn.finish(self)
+            return
+        self.cancel_on_disconnect = True
+        self._task = conn.loop.create_task(conn.serve(self, work))
+
+    def done(self) -> None:
+        """The answer is out (or the request is given up): on to the next request."""
+        self._conn.finish(self)
+
 
 class _ClientConnection(asyncio.Protocol):
     def __init__(self, front: Front) -> None:
@@ -335,8 +358,8 @@ class _ClientConnection(asyncio.Protocol):
         self._drain: asyncio.Future[None] | None = None
         self._error: Answer | None = None  # a 400/414/431 to send once the current answer ends
         self._target = b""
-        self._items: list[tuple[str, str]] = []
-        self._first: dict[str, str] = {}
+        self._raw: list[tuple[bytes, bytes]] = []
+        self._first: dict[bytes, bytes] = {}
         self._head_size = 0
         self._length: int | None = None
         self._chunked = False
@@ -371,7 +394,8 @@ class _ClientConnection(asyncio.Protocol):
             if isinstance(cause, _HeadTooLarge):
                 self._reject(failure(cause.message, cause.status))
             else:
-                raise
+                log.error("serving a request failed", exc_info=cause)
+                self.abort()
         except httptools.HttpParserError as e:
             self._reject(failure(f"Malformed HTTP request: {e}", 400))
 
@@ -397,8 +421,12 @@ class _ClientConnection(asyncio.Protocol):
                 req._wake()
         self.pending.clear()
         current = self.current
-        if current is not None and current.cancel_on_disconnect and current._task is not None:
-            current._task.cancel()
+        if current is not None:
+            if current.cancel_on_disconnect and current._task is not None:
+                current._task.cancel()
+            elif current.on_disconnect is not None:
+                current.on_disconnect()  # the upstream exchange is dropped, not finished
+                self.finish(current)
         drain = self._drain
         if drain is not None and not drain.done():
             drain.set_exception(ClientDisconnectedError("the client went away"))
@@ -416,7 +444,7 @@ class _ClientConnection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self._target = b""
-        self._items = []
+        self._raw = []
         self._first = {}
         self._head_size = 0
         self._length = None
@@ -432,28 +460,27 @@ class _ClientConnection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         size = len(name) + len(value)
         self._head_size += size + 4
-        items = self._items
-        if size > MAX_HEADER_LINE or self._head_size > MAX_HEAD or len(items) >= MAX_HEADERS:
+        raw = self._raw
+        if size > MAX_HEADER_LINE or self._head_size > MAX_HEAD or len(raw) >= MAX_HEADERS:
             raise _HeadTooLarge(
                 431,
                 f"Request headers are too large (at most {MAX_HEADERS} headers, "
                 f"{MAX_HEADER_LINE} bytes each, {MAX_HEAD} bytes in all)",
             )
-        n = name.decode("latin-1")
-        v = value.decode("latin-1")
-        items.append((n, v))
-        low = n.lower()
+        raw.append((name, value))
+        low = name.lower()
         first = self._first
         if low not in first:
-            first[low] = v
-        if low in REWRITTEN:
-            self._end_to_end = False
-        if low == "content-length":
-            self._length = int(v)  # the parser has checked it is a number, and only one
-        elif low == "transfer-encoding":
-            self._chunked = "chunked" in v.lower()
-        elif low == "expect":
-            self._expect = v.lower() == "100-continue"
+            first[low] = value
+        if low in _NOTED:
+            if low in _REWRITTEN:
+                self._end_to_end = False
+            if low == b"content-length":
+                self._length = int(value)  # the parser has checked it is a number, and only one
+            elif low == b"transfer-encoding":
+                self._chunked = b"chunked" in value.lower()
+            elif low == b"expect":
+                self._expect = value.lower() == b"100-continue"
 
     def on_headers_complete(self) -> None:
         parser = self.parser
@@ -461,7 +488,7 @@ class _ClientConnection(asyncio.Protocol):
             self,
             parser.get_method().decode("latin-1"),
             self._target.decode("latin-1"),
-            self._items,
+            self._raw,
             self._first,
             parser.should_keep_alive(),
             parser.get_http_version() == "1.0",
@@ -499,11 +526,20 @@ class _ClientConnection(asyncio.Protocol):
     def _start(self, req: Request) -> None:
         self.current = req
         self._requests += 1
-        req._task = self.loop.create_task(self._serve(req))
+        front = self.front
+        if req.method == "CONNECT":
+            req.answer(failure("CONNECT is not supported", 405, {"Allow": _ALLOW}))
+            self.finish(req)
+        elif req.raw_path in front.admin.routes:
+            req._task = self.loop.create_task(self.serve(req, front.admin_request(req)))
+        elif not front.serve_now(req):
+            req.cancel_on_disconnect = True
+            req._task = self.loop.create_task(self.serve(req, front.proxy(req)))
 
-    async def _serve(self, req: Request) -> None:
+    async def serve(self, req: Request, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work``, which answers ``req``, then go on to the next request."""
         try:
-            await self.front.dispatch(req)
+            await work
         except ClientDisconnectedError:
             pass
         except Exception:
@@ -511,9 +547,11 @@ class _ClientConnection(asyncio.Protocol):
             if not req.started and not self.lost:
                 req.answer(failure("Internal error in the balancer", 500))
         finally:
-            self._done(req)
+            self.finish(req)
 
-    def _done(self, req: Request) -> None:
+    def finish(self, req: Request) -> None:
+        if self.current is not req:
+            return
         self.current = None
         if self.lost:
             return
@@ -626,13 +664,16 @@ class _ClientConnection(asyncio.Protocol):
 
 
 def _plain_answer(answer: Answer) -> bytes:
-    head = (
-        f"HTTP/1.1 {answer.status} {_REASONS.get(answer.status, '')}\r\n"
-        f"Content-Type: {JSON}\r\nContent-Length: {len(answer.body)}\r\n"
-        + "".join(f"{k}: {v}\r\n" for k, v in answer.headers)
-        + "Connection: close\r\n\r\n"
+    head = encode_headers(
+        [
+            ("Content-Type", JSON),
+            ("Content-Length", str(len(answer.body))),
+            *answer.headers,
+            ("Connection", "close"),
+        ]
     )
-    return head.encode("latin-1") + answer.body
+    status = f"HTTP/1.1 {answer.status} {_REASONS.get(answer.status, '')}\r\n"
+    return status.encode("latin-1") + head + b"\r\n" + answer.body
 
 
 class Front:
@@ -641,11 +682,14 @@ class Front:
     def __init__(
         self,
         admin: AdminApi,
-        proxy: Callable[[Request], Awaitable[None]],
+        proxy: Callable[[Request], Coroutine[Any, Any, None]],
+        serve_now: Callable[[Request], bool],
         idle_timeout: float,
     ) -> None:
         self.admin = admin
+        #: The general path (a coroutine per request) and the hot one (True if it took it).
         self.proxy = proxy
+        self.serve_now = serve_now
         self.idle_timeout = idle_timeout
         self.connections: set[_ClientConnection] = set()
         self.loop = asyncio.get_running_loop()
@@ -657,17 +701,7 @@ class Front:
             lambda: _ClientConnection(self), sock=sock, backlog=backlog
         )
 
-    async def dispatch(self, req: Request) -> None:
-        if req.raw_path in self.admin.routes:
-            await self._admin(req)
-            return
-        if req.method == "CONNECT":
-            req.answer(failure("CONNECT is not supported", 405, {"Allow": "GET, HEAD, POST"}))
-            return
-        req.cancel_on_disconnect = True
-        await self.proxy(req)
-
-    async def _admin(self, req: Request) -> None:
+    async def admin_request(self, req: Request) -> None:
         path = req.raw_path
         denied = self.admin.method_allowed(path, req.method)
         if denied is not None:

@@ -22,8 +22,10 @@ HOP_BY_HOP = frozenset(
 )
 
 
-#: Request headers that ``upstream_headers`` rewrites: a parser that saw none of them may pass
-#: ``end_to_end=True`` and skip the filtering (the common case, on the hot path).
+#: Request headers that ``upstream_headers`` rewrites. For headers with none of them (the
+#: usual case) the result is the headers themselves followed by
+#: ``upstream_headers([], ...)``, which the hot path uses to pass the client's header
+#: block on as it came, without decoding it.
 REWRITTEN = HOP_BY_HOP | {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"}
 
 
@@ -48,27 +50,21 @@ def upstream_headers(
     scheme: str,
     host: str | None,
     extra: Iterable[tuple[str, str]] = (),
-    *,
-    end_to_end: bool = False,
 ) -> list[tuple[str, str]]:
     """Headers for the request to a replica: end-to-end ones plus X-Forwarded-*.
 
     X-Forwarded-For is appended to (the chain of proxies is kept); -Proto and -Host are set
     to what this balancer saw, since it is the one that terminated the client's connection.
-    ``end_to_end``: the caller knows ``headers`` holds none of ``REWRITTEN``.
     """
     items = headers.items() if isinstance(headers, Mapping) else headers
+    out: list[tuple[str, str]] = []
     prior_for: list[str] = []
-    if end_to_end:
-        out = list(items)
-    else:
-        out = []
-        for k, v in strip_hop_by_hop(items):
-            low = k.lower()
-            if low == "x-forwarded-for":
-                prior_for.append(v)
-            elif low not in ("x-forwarded-proto", "x-forwarded-host"):
-                out.append((k, v))
+    for k, v in strip_hop_by_hop(items):
+        low = k.lower()
+        if low == "x-forwarded-for":
+            prior_for.append(v)
+        elif low not in ("x-forwarded-proto", "x-forwarded-host"):
+            out.append((k, v))
     if client_ip:
         prior_for.append(client_ip)
     if prior_for:
@@ -83,3 +79,13 @@ def upstream_headers(
 def downstream_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     """Headers of a replica's answer as sent to the client."""
     return strip_hop_by_hop(headers)
+
+
+def encode_headers(headers: Iterable[tuple[str, str]]) -> bytes:
+    """Header lines as they go on the wire (each ends with CRLF)."""
+    return "".join([f"{k}: {v}\r\n" for k, v in headers]).encode("latin-1")
+
+
+def encode_raw(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """Header lines, from headers as a parser gave them (bytes, never decoded)."""
+    return b"".join([b"%s: %s\r\n" % h for h in headers])

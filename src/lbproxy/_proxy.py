@@ -1,4 +1,14 @@
-"""The data path: pick replicas on the ring, stream the request there and the answer back."""
+"""The data path: pick replicas on the ring, stream the request there and the answer back.
+
+Two ways through it, with the same rules:
+- ``serve_now``, the hot path: a bodiless, idempotent request whose replica has an idle
+  kept-alive connection is sent at once from the front's parser callback, and an answer
+  that arrives whole is relayed from the transport's; no task, no future. Anything else
+  that turns up on the way (a stale connection, a failure, a body still streaming) is
+  handed to a task running the general path.
+- ``handle``, the general path, a coroutine: connects, streams request bodies, retries
+  on the next replica, waits for slow answers.
+"""
 
 from __future__ import annotations
 
@@ -14,13 +24,17 @@ from ._errors import (
     UpstreamTimeoutError,
 )
 from ._front import Request
-from ._headers import downstream_headers, upstream_headers
+from ._headers import downstream_headers, encode_headers, encode_raw, upstream_headers
 from ._keys import REQUEST_ID_HEADER, KeyFunction
-from ._messages import failure, missing_endpoint
-from ._pool import Pool
+from ._messages import Answer, failure, missing_endpoint
+from ._pool import Pool, Replica, State
 from .transport import Transport, UpstreamResponse
 
 log = logging.getLogger("lbproxy.proxy")
+
+#: Methods a request may be resent with when a kept-alive connection turns out closed
+#: (RFC 9110 section 9.2.2); the hot path takes only these.
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
 
 class Proxy:
@@ -35,24 +49,97 @@ class Proxy:
         self._transport = transport
         self._config = config
         self._key_function = key_function
+        #: Encoded X-Forwarded-* lines by (client address, Host): the same for every request
+        #: on a connection, so built once rather than per request.
+        self._forwarded: dict[tuple[str | None, str | None], bytes] = {}
 
-    async def handle(self, request: Request) -> None:
-        config = self._config()  # one snapshot per request, even if a reload lands meanwhile
+    def _prepare(self, request: Request) -> tuple[str, bytes]:
+        """The request's routing key and the (encoded) headers it goes upstream with."""
         key, generated = self._key_function()(request)
         # A generated request id goes upstream too, so the replica's logs can be correlated.
         extra = (
-            [(REQUEST_ID_HEADER, key)] if generated and config.hashing.key == "request_id" else []
+            [(REQUEST_ID_HEADER, key)]
+            if generated and self._config().hashing.key == "request_id"
+            else []
         )
+        if request.end_to_end:  # the usual case: the client's headers go on as they came
+            return key, encode_raw(request.raw_headers) + self._forwarded_lines(request, extra)
         headers = upstream_headers(
-            request.header_items,
-            request.remote,
-            request.scheme,
-            request.host,
-            extra,
-            end_to_end=request.end_to_end,
+            request.header_items, request.remote, request.scheme, request.host, extra
         )
+        return key, encode_headers(headers)
+
+    def _forwarded_lines(self, request: Request, extra: list[tuple[str, str]]) -> bytes:
+        """``upstream_headers([], ...)`` encoded: what goes after the client's own headers."""
+        if extra:
+            return encode_headers(
+                upstream_headers([], request.remote, request.scheme, request.host, extra)
+            )
+        where = (request.remote, request.host)
+        lines = self._forwarded.get(where)
+        if lines is None:
+            if len(self._forwarded) >= 4096:
+                self._forwarded.clear()
+            lines = encode_headers(
+                upstream_headers([], request.remote, request.scheme, request.host)
+            )
+            self._forwarded[where] = lines
+        return lines
+
+    # -- the hot path ------------------------------------------------------------------------
+
+    def serve_now(self, request: Request) -> bool:
+        """Send ``request`` without a task if it qualifies; False: use ``handle``."""
+        if request.has_body or request.method not in IDEMPOTENT or request.host is None:
+            return False
+        key, headers = self._prepare(request)
+        pool = self._pool
+        replica = pool.replicas.get(pool.ring.lookup(key))  # type: ignore[arg-type]
+        if replica is None or replica.state is not State.UP:
+            return False  # the general path walks on to the next replica
+        address = replica.address
+        if address is None:
+            return False
+
+        def answered(resp: UpstreamResponse) -> None:
+            self._answered(request, replica, resp)
+
+        exchange = self._transport.send_nowait(
+            address, request.method, request.target, headers, answered
+        )
+        if exchange is None:
+            return False
+        request.on_disconnect = exchange.release
+        return True
+
+    def _answered(self, request: Request, replica: Replica, resp: UpstreamResponse) -> None:
+        request.on_disconnect = None
+        if resp.error is not None:
+            resp.release()
+            if resp.stale:
+                request.spawn(self.handle(request))  # sent again, on another connection
+            else:
+                request.answer(self._failure(replica, resp.error))
+                request.done()
+            return
+        if self._relay_now(request, resp):
+            resp.release()
+            request.done()
+            return
+        request.spawn(self._relay_rest(request, resp))
+
+    async def _relay_rest(self, request: Request, resp: UpstreamResponse) -> None:
+        try:
+            await self._stream(request, resp)
+        finally:
+            resp.release()
+
+    # -- the general path --------------------------------------------------------------------
+
+    async def handle(self, request: Request) -> None:
+        attempts = 1 + self._config().proxy.retries
+        key, headers = self._prepare(request)
         body = request if request.has_body else None
-        attempts = 1 + config.proxy.retries
         tried: list[str] = []
         resp: UpstreamResponse | None = None
         for replica in islice(self._pool.route(key), attempts):
@@ -60,7 +147,11 @@ class Proxy:
             if address is None:
                 continue
             tried.append(replica.hostname)
-            sent = headers if request.host is not None else [*headers, ("Host", address)]
+            sent = (
+                headers
+                if request.host is not None
+                else headers + b"Host: %s\r\n" % address.encode()
+            )
             try:
                 resp = await self._transport.request(
                     address, request.method, request.target, sent, body
@@ -69,21 +160,11 @@ class Proxy:
             except UpstreamConnectError as e:
                 log.warning("%s; trying the next replica", e)
                 replica.suspect.set()
-            except UpstreamTimeoutError:
-                request.answer(
-                    failure(
-                        f"Replica {replica.hostname} did not answer within "
-                        f"{config.proxy.read_timeout:g}s",
-                        504,
-                    )
-                )
-                return
             except ClientDisconnectedError as e:
                 log.info("client went away while sending its request: %s", e)
                 return
             except UpstreamError as e:
-                log.warning("replica %s failed: %s", replica.hostname, e)
-                request.answer(failure(f"Replica {replica.hostname} failed to answer", 502))
+                request.answer(self._failure(replica, e))
                 return
         if resp is None:
             if not tried:
@@ -96,23 +177,47 @@ class Proxy:
                 )
             return
         try:
-            await self._relay(request, resp)
+            if not self._relay_now(request, resp):
+                await self._stream(request, resp)
         finally:
             resp.release()
 
-    async def _relay(self, request: Request, resp: UpstreamResponse) -> None:
+    # -- shared ------------------------------------------------------------------------------
+
+    def _failure(self, replica: Replica, error: BaseException) -> Answer:
+        if isinstance(error, UpstreamTimeoutError):
+            return failure(
+                f"Replica {replica.hostname} did not answer within "
+                f"{self._config().proxy.read_timeout:g}s",
+                504,
+            )
+        log.warning("replica %s failed: %s", replica.hostname, error)
+        return failure(f"Replica {replica.hostname} failed to answer", 502)
+
+    def _relay_now(self, request: Request, resp: UpstreamResponse) -> bool:
+        """Relay an answer that needs no waiting (no body, or all of it in); False if not."""
         if resp.status == 404:
             request.answer(missing_endpoint(request.path))
-            return
-        headers = resp.headers if resp.end_to_end else downstream_headers(resp.headers)
+            return True
         if not resp.has_body:
-            request.send_whole(resp.status, resp.reason, headers, b"", "none")
-            return
-        framing = "length" if resp.length is not None else "chunked"
+            request.send_whole(resp.status, resp.reason, self._headers(resp), b"", "none")
+            return True
         if resp.complete:  # the usual small answer: all of it in one write
-            request.send_whole(resp.status, resp.reason, headers, resp.take(), framing)
-            return
-        request.start(resp.status, resp.reason, headers, framing)
+            framing = "length" if resp.length is not None else "chunked"
+            request.send_whole(resp.status, resp.reason, self._headers(resp), resp.take(), framing)
+            return True
+        return False
+
+    @staticmethod
+    def _headers(resp: UpstreamResponse) -> bytes:
+        if resp.end_to_end:  # the usual case: the replica's headers go on as they came
+            return encode_raw(resp.raw_headers)
+        return encode_headers(downstream_headers(resp.headers))
+
+    async def _stream(self, request: Request, resp: UpstreamResponse) -> None:
+        """Relay an answer whose body is still arriving, as it arrives."""
+        framing = "length" if resp.length is not None else "chunked"
+        request.start(resp.status, resp.reason, self._headers(resp), framing)
         try:
             while chunk := await resp.read():
                 request.write(chunk)

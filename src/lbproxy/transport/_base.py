@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 
@@ -23,16 +24,26 @@ class UpstreamResponse(Protocol):
 
     status: int
     reason: str
-    #: End-to-end and hop-by-hop headers as the replica sent them (the proxy filters).
-    headers: list[tuple[str, str]]
-    #: True when ``headers`` holds no hop-by-hop header (so they need no filtering).
+    #: Headers as the replica sent them, undecoded (the proxy filters hop-by-hop ones).
+    raw_headers: list[tuple[bytes, bytes]]
+    #: True when ``raw_headers`` holds no hop-by-hop header (so they need no filtering).
     end_to_end: bool
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        """``raw_headers`` decoded."""
+        ...
+
     #: The declared Content-Length; None when the body is chunked or ends with the connection.
     length: int | None
     #: False for answers that never have a body (HEAD, 1xx, 204, 304).
     has_body: bool
     #: True once the whole body has arrived (it may still be waiting in the buffer).
     complete: bool
+    #: Why the exchange failed (an ``UpstreamError``), or None; see ``Transport.send_nowait``.
+    error: BaseException | None
+    #: The failure is a reused connection the replica had closed: nothing was answered.
+    stale: bool
 
     def take(self) -> bytes:
         """Everything received and not taken yet, without waiting (``b""`` if nothing)."""
@@ -55,6 +66,8 @@ class UpstreamResponse(Protocol):
 class Transport(Protocol):
     """Sends one request to one replica and returns as soon as the answer's head is in.
 
+    ``headers`` are the request's header lines, encoded (``_headers.encode_headers``).
+
     Raises ``UpstreamConnectError`` when nothing was sent (the caller may try another replica),
     ``UpstreamTimeoutError`` when the replica is too slow, ``UpstreamProtocolError`` otherwise;
     ``ClientDisconnectedError`` from the body passes through (the replica's connection is
@@ -66,8 +79,25 @@ class Transport(Protocol):
         address: str,
         method: str,
         target: str,
-        headers: list[tuple[str, str]],
+        headers: bytes,
         body: RequestBody | None,
     ) -> UpstreamResponse: ...
+
+    def send_nowait(
+        self,
+        address: str,
+        method: str,
+        target: str,
+        headers: bytes,
+        on_answer: Callable[[UpstreamResponse], None],
+    ) -> UpstreamResponse | None:
+        """The hot path for a bodiless request: sent at once on an idle kept-alive connection,
+        with no task and no waiting; None when there is no idle connection to ``address``.
+
+        ``on_answer(response)`` is called once: when the answer's head is in (``complete``
+        tells whether its body is too), or when the exchange failed (``error`` is set, and
+        ``stale`` when the request may simply be sent again).
+        """
+        ...
 
     async def close(self) -> None: ...

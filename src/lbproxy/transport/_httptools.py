@@ -14,6 +14,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import httptools
@@ -27,6 +28,10 @@ log = logging.getLogger("lbproxy.transport")
 
 #: Reading from a replica pauses once this much of its answer waits for the client.
 HIGH_WATER = 256 * 1024
+
+_HOP_BY_HOP = frozenset(h.encode() for h in HOP_BY_HOP)
+#: Answer headers the connection looks at; the others are passed on untouched.
+_NOTED = _HOP_BY_HOP | {b"content-length"}
 
 #: Methods whose request may be sent again when a reused connection turns out to have been
 #: closed by the replica before it answered anything (RFC 9110 section 9.2.2: idempotent).
@@ -53,8 +58,8 @@ class _Response:
         "has_body",
         "head_done",
         "head_only",
-        "headers",
         "length",
+        "raw_headers",
         "reason",
         "received",
         "status",
@@ -65,7 +70,7 @@ class _Response:
         self.head_only = head_only
         self.status = 0
         self.reason = ""
-        self.headers: list[tuple[str, str]] = []
+        self.raw_headers: list[tuple[bytes, bytes]] = []
         self.length: int | None = None
         self.end_to_end = True
         self.has_body = True
@@ -80,6 +85,10 @@ class _Response:
         self._released = False
 
     # -- for the proxy -----------------------------------------------------------------------
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self.raw_headers]
 
     def take(self) -> bytes:
         chunks = self._chunks
@@ -106,6 +115,22 @@ class _Response:
         if not self._released:
             self._released = True
             self._conn.finish(self)
+
+    @property
+    def error(self) -> BaseException | None:
+        """Why the exchange failed (``UpstreamError``), or None."""
+        error = self._error
+        if isinstance(error, _StaleConnection):
+            return UpstreamProtocolError(
+                f"{self._conn.pool.address} closed a kept-alive connection"
+            )
+        return error
+
+    @property
+    def stale(self) -> bool:
+        """The replica closed the reused connection before answering anything: the request
+        (bodiless, idempotent) may be sent again on another connection."""
+        return isinstance(self._error, _StaleConnection)
 
     # -- for the connection ------------------------------------------------------------------
 
@@ -151,6 +176,8 @@ class _Connection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._last_activity = 0.0
         self._waiting_on_client = False
+        #: For ``send_nowait``: called once the answer's head is in, or the exchange failed.
+        self._on_answer: Callable[[_Response], None] | None = None
 
     # -- asyncio.Protocol --------------------------------------------------------------------
 
@@ -172,6 +199,8 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError as e:
             ex.fail(UpstreamProtocolError(f"{self.pool.address} sent a malformed answer: {e}"))
             self.abort()
+        if self._on_answer is not None and (ex.head_done or ex._error is not None):
+            self._notify(ex)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -188,6 +217,8 @@ class _Connection(asyncio.Protocol):
                 what = "its answer" if ex.head_done else "the connection before answering"
                 ex.fail(UpstreamProtocolError(f"{self.pool.address} broke off {what}"))
         self._wake_drain()
+        if ex is not None and self._on_answer is not None:
+            self._notify(ex)
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -204,7 +235,7 @@ class _Connection(asyncio.Protocol):
         self._length_known = False
         ex = self._exchange
         if ex is not None:
-            ex.headers = []
+            ex.raw_headers = []
             ex.length = None
             ex.end_to_end = True
 
@@ -215,17 +246,16 @@ class _Connection(asyncio.Protocol):
         ex = self._exchange
         if ex is None:
             return
-        n = name.decode("latin-1")
-        v = value.decode("latin-1")
-        low = n.lower()
-        if low == "content-length":
-            self._length_known = True
-            ex.length = int(v)  # the parser has checked it
-        elif low == "transfer-encoding":
-            self._length_known = True
-        if low in HOP_BY_HOP:
-            ex.end_to_end = False
-        ex.headers.append((n, v))
+        ex.raw_headers.append((name, value))
+        low = name.lower()
+        if low in _NOTED:
+            if low == b"content-length":
+                self._length_known = True
+                ex.length = int(value)  # the parser has checked it
+            elif low == b"transfer-encoding":
+                self._length_known = True
+            if low in _HOP_BY_HOP:
+                ex.end_to_end = False
 
     def on_headers_complete(self) -> None:
         ex = self._exchange
@@ -277,6 +307,26 @@ class _Connection(asyncio.Protocol):
             self._complete(ex)
 
     # -- the exchange ------------------------------------------------------------------------
+
+    def send_nowait(
+        self, head: bytes, head_only: bool, on_answer: Callable[[_Response], None]
+    ) -> _Response:
+        """Send a bodiless request; ``on_answer`` is called when the head is in or it failed."""
+        assert self.transport is not None
+        ex = _Response(self, head_only)
+        self._exchange = ex
+        self._on_answer = on_answer
+        self.keep_alive = False
+        self._last_activity = self.loop.time()
+        if self._timer is None:
+            self._arm(self.pool.read_timeout)
+        self.transport.write(head)
+        return ex
+
+    def _notify(self, ex: _Response) -> None:
+        on_answer, self._on_answer = self._on_answer, None
+        if on_answer is not None:
+            on_answer(ex)
 
     async def send(
         self, head: bytes, body: RequestBody | None, head_only: bool, chunked: bool
@@ -349,6 +399,7 @@ class _Connection(asyncio.Protocol):
         if self._exchange is not ex:
             return
         self._exchange = None
+        self._on_answer = None
         if ex.complete and ex._error is None and self.keep_alive and not self.closed:
             if self.read_paused:
                 self.resume_reading()
@@ -484,13 +535,13 @@ class _HostPool:
         return len(self._idle)
 
 
-def encode_head(method: str, target: str, headers: list[tuple[str, str]], chunked: bool) -> bytes:
-    lines = [f"{method} {target} HTTP/1.1"]
-    lines.extend([f"{k}: {v}" for k, v in headers])
-    if chunked:
-        lines.append("Transfer-Encoding: chunked")
-    lines.append("\r\n")
-    return "\r\n".join(lines).encode("latin-1")
+def encode_head(method: str, target: str, headers: bytes, chunked: bool) -> bytes:
+    return b"%s %s HTTP/1.1\r\n%s%s\r\n" % (
+        method.encode("latin-1"),
+        target.encode("latin-1"),
+        headers,
+        b"Transfer-Encoding: chunked\r\n" if chunked else b"",
+    )
 
 
 class HttptoolsTransport:
@@ -510,7 +561,7 @@ class HttptoolsTransport:
         address: str,
         method: str,
         target: str,
-        headers: list[tuple[str, str]],
+        headers: bytes,
         body: RequestBody | None,
     ) -> Any:
         pool = self._pools.get(address)
@@ -540,6 +591,29 @@ class HttptoolsTransport:
             return await conn.send(head, body, head_only, chunked)
         except _StaleConnection:
             raise UpstreamProtocolError(f"{address} closed the connection at once") from None
+
+    def send_nowait(
+        self,
+        address: str,
+        method: str,
+        target: str,
+        headers: bytes,
+        on_answer: Callable[[Any], None],
+    ) -> Any:
+        """Send a bodiless request on an idle kept-alive connection without waiting.
+
+        Returns the exchange (an UpstreamResponse whose head is not in yet), or None when no
+        idle connection to ``address`` is at hand (then ``request`` must be used). Exactly one
+        ``on_answer(response)`` call follows: once the head is in (the body may still be
+        coming, ``complete`` says), or when the exchange failed (``response.error``; when
+        ``response.stale``, nothing was answered and the request may be sent again).
+        """
+        pool = self._pools.get(address)
+        conn = pool.acquire() if pool is not None else None
+        if conn is None:
+            return None
+        head = encode_head(method, target, headers, False)
+        return conn.send_nowait(head, method == "HEAD", on_answer)
 
     async def close(self) -> None:
         self._closed = True
