@@ -557,14 +557,12 @@ class _ClientConnection(asyncio.Protocol):
             return
         if not req.finished:
             self.abort()
-        elif not req.keep_alive:
-            self._close()
-        elif self.pending:
+        elif self.pending and req.keep_alive:
             self._start(self.pending.popleft())
             self.update_reading()
         elif self._error is not None:
-            self._reject(self._error)
-        elif self.closing:
+            self._reject(self._error)  # what could not be parsed, after what could
+        elif not req.keep_alive or self.closing:
             self._close()
         else:
             self.update_reading()
