@@ -42,6 +42,13 @@ def reset(writer: asyncio.StreamWriter) -> None:
     writer.transport.abort()
 
 
+async def echo_balancer(raw_upstream: Start, balancer: Any) -> tuple[RawUpstream, Server, Client]:
+    """A balancer in front of one raw upstream that echoes, and a client connected to it."""
+    up = await raw_upstream(echo)
+    server = await balancer(static(up.address))
+    return up, server, await Client.open(server)
+
+
 class Client:
     """A raw connection to the balancer that reads answers one by one."""
 
@@ -81,9 +88,7 @@ class Client:
 
 
 async def test_pipelined_requests_are_answered_in_order(raw_upstream: Start, balancer: Any) -> None:
-    up = await raw_upstream(echo)
-    server = await balancer(static(up.address))
-    client = await Client.open(server)
+    up, _server, client = await echo_balancer(raw_upstream, balancer)
     client.send(
         b"GET /one HTTP/1.1\r\nHost: lb\r\n\r\n"
         b"POST /two HTTP/1.1\r\nHost: lb\r\nContent-Length: 5\r\n\r\nhello"
@@ -123,9 +128,7 @@ async def test_pipelined_requests_are_answered_in_order(raw_upstream: Start, bal
 async def test_bad_requests_get_a_clear_answer_and_change_nothing(
     request_bytes: bytes, status: int, fragment: str, raw_upstream: Start, balancer: Any
 ) -> None:
-    up = await raw_upstream(echo)
-    server = await balancer(static(up.address))
-    client = await Client.open(server)
+    up, server, client = await echo_balancer(raw_upstream, balancer)
     client.send(request_bytes)
     code, headers, body = await client.answer()
     assert code == status
@@ -143,9 +146,7 @@ async def test_bad_requests_get_a_clear_answer_and_change_nothing(
 async def test_garbage_after_a_good_request_is_answered_after_it(
     raw_upstream: Start, balancer: Any
 ) -> None:
-    up = await raw_upstream(echo)
-    server = await balancer(static(up.address))
-    client = await Client.open(server)
+    _up, _server, client = await echo_balancer(raw_upstream, balancer)
     client.send(b"GET /good HTTP/1.1\r\nHost: lb\r\n\r\n\x00\x01garbage\r\n\r\n")
     assert (await client.answer())[:1] == (200,)
     assert (await client.answer())[0] == 400
@@ -153,9 +154,7 @@ async def test_garbage_after_a_good_request_is_answered_after_it(
 
 
 async def test_http10_clients(raw_upstream: Start, balancer: Any) -> None:
-    up = await raw_upstream(echo)
-    server = await balancer(static(up.address))
-    client = await Client.open(server)
+    up, server, client = await echo_balancer(raw_upstream, balancer)
     client.send(b"GET /plain HTTP/1.0\r\nHost: lb\r\n\r\n")
     status, headers, body = await client.answer()
     assert (status, headers["connection"], body) == (200, "close", b"GET /plain ")
@@ -173,9 +172,7 @@ async def test_http10_clients(raw_upstream: Start, balancer: Any) -> None:
 
 
 async def test_connect_is_refused(raw_upstream: Start, balancer: Any) -> None:
-    up = await raw_upstream(echo)
-    server = await balancer(static(up.address))
-    client = await Client.open(server)
+    up, _server, client = await echo_balancer(raw_upstream, balancer)
     client.send(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
     status, headers, body = await client.answer()
     assert status == 405 and "GET" in headers["allow"]
@@ -332,9 +329,7 @@ async def test_shutdown_cuts_what_outlasts_shutdown_timeout(upstream: Any, balan
 async def test_half_closed_client_still_gets_its_answers(
     raw_upstream: Start, balancer: Any
 ) -> None:
-    up = await raw_upstream(echo)
-    server = await balancer(static(up.address))
-    client = await Client.open(server)
+    _up, _server, client = await echo_balancer(raw_upstream, balancer)
     client.send(b"GET /a HTTP/1.1\r\nHost: lb\r\n\r\nGET /b HTTP/1.1\r\nHost: lb\r\n\r\n")
     client.writer.write_eof()  # as `printf ... | nc` does once its input ends
     assert [(await client.answer())[2] for _ in range(2)] == [b"GET /a ", b"GET /b "]

@@ -28,13 +28,9 @@ from ._headers import downstream_headers, encode_headers, encode_raw, upstream_h
 from ._keys import REQUEST_ID_HEADER, KeyFunction
 from ._messages import Answer, failure, missing_endpoint
 from ._pool import Pool, Replica, State
-from .transport import Transport, UpstreamResponse
+from .transport import IDEMPOTENT, Transport, UpstreamResponse
 
 log = logging.getLogger("lbproxy.proxy")
-
-#: Methods a request may be resent with when a kept-alive connection turns out closed
-#: (RFC 9110 section 9.2.2); the hot path takes only these.
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
 
 class Proxy:
@@ -89,7 +85,10 @@ class Proxy:
     # -- the hot path ------------------------------------------------------------------------
 
     def serve_now(self, request: Request) -> bool:
-        """Send ``request`` without a task if it qualifies; False: use ``handle``."""
+        """Send ``request`` without a task if it qualifies; False: use ``handle``.
+
+        Only bodiless idempotent requests qualify, so that one found to have gone out on a
+        connection the replica had just closed can be sent again."""
         if request.has_body or request.method not in IDEMPOTENT or request.host is None:
             return False
         key, headers = self._prepare(request)
@@ -114,19 +113,25 @@ class Proxy:
 
     def _answered(self, request: Request, replica: Replica, resp: UpstreamResponse) -> None:
         request.on_disconnect = None
-        if resp.error is not None:
-            resp.release()
-            if resp.stale:
-                request.spawn(self.handle(request))  # sent again, on another connection
-            else:
-                request.answer(self._failure(replica, resp.error))
+        try:
+            if resp.error is not None:
+                resp.release()
+                if resp.stale:
+                    request.spawn(self.handle(request))  # sent again, on another connection
+                else:
+                    request.answer(self._failure(replica, resp.error))
+                    request.done()
+            elif self._relay_now(request, resp):
+                resp.release()
                 request.done()
-            return
-        if self._relay_now(request, resp):
+            else:
+                request.spawn(self._relay_rest(request, resp))
+        except Exception:
+            # Called from the transport's protocol: a bug here must cost one request only.
+            log.exception("%s %s failed", request.method, request.target)
             resp.release()
+            request.abort()
             request.done()
-            return
-        request.spawn(self._relay_rest(request, resp))
 
     async def _relay_rest(self, request: Request, resp: UpstreamResponse) -> None:
         try:

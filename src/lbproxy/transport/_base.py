@@ -5,6 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+#: Methods whose request may be sent again when a reused connection turns out to have been
+#: closed by the replica before it answered anything (RFC 9110 section 9.2.2: idempotent).
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+
 
 class RequestBody(Protocol):
     """A request body as it arrives from the client, never held whole.

@@ -22,7 +22,7 @@ import httptools
 from .._config import ProxyConfig
 from .._errors import UpstreamConnectError, UpstreamProtocolError, UpstreamTimeoutError
 from .._headers import HOP_BY_HOP
-from ._base import RequestBody
+from ._base import IDEMPOTENT, RequestBody
 
 log = logging.getLogger("lbproxy.transport")
 
@@ -32,10 +32,6 @@ HIGH_WATER = 256 * 1024
 _HOP_BY_HOP = frozenset(h.encode() for h in HOP_BY_HOP)
 #: Answer headers the connection looks at; the others are passed on untouched.
 _NOTED = _HOP_BY_HOP | {b"content-length"}
-
-#: Methods whose request may be sent again when a reused connection turns out to have been
-#: closed by the replica before it answered anything (RFC 9110 section 9.2.2: idempotent).
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
 
 class _StaleConnection(Exception):
@@ -600,14 +596,7 @@ class HttptoolsTransport:
         headers: bytes,
         on_answer: Callable[[Any], None],
     ) -> Any:
-        """Send a bodiless request on an idle kept-alive connection without waiting.
-
-        Returns the exchange (an UpstreamResponse whose head is not in yet), or None when no
-        idle connection to ``address`` is at hand (then ``request`` must be used). Exactly one
-        ``on_answer(response)`` call follows: once the head is in (the body may still be
-        coming, ``complete`` says), or when the exchange failed (``response.error``; when
-        ``response.stale``, nothing was answered and the request may be sent again).
-        """
+        """See ``Transport.send_nowait``."""
         pool = self._pools.get(address)
         conn = pool.acquire() if pool is not None else None
         if conn is None:
