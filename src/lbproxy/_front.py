@@ -338,6 +338,38 @@ class Request:
 
 
 class _ClientConnection(asyncio.Protocol):
+    __slots__ = (
+        "_chunked",
+        "_closed",
+        "_discarding",
+        "_drain",
+        "_end_to_end",
+        "_error",
+        "_expect",
+        "_first",
+        "_head_size",
+        "_length",
+        "_raw",
+        "_requests",
+        "_target",
+        "_timer",
+        "_timer_mark",
+        "chunked",
+        "closing",
+        "current",
+        "eof",
+        "front",
+        "loop",
+        "lost",
+        "parser",
+        "parsing",
+        "pending",
+        "read_paused",
+        "remote",
+        "transport",
+        "write_paused",
+    )
+
     def __init__(self, front: Front) -> None:
         self.front = front
         self.loop = front.loop

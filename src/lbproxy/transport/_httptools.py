@@ -151,6 +151,30 @@ class _Response:
 class _Connection(asyncio.Protocol):
     """One keep-alive connection to a replica, serving one exchange at a time."""
 
+    __slots__ = (
+        "_drain",
+        "_exchange",
+        "_interim",
+        "_last_activity",
+        "_length_known",
+        "_on_answer",
+        "_status",
+        "_timer",
+        "_waiting_on_client",
+        "_write_paused",
+        "buffered",
+        "closed",
+        "idle",
+        "idle_since",
+        "keep_alive",
+        "loop",
+        "parser",
+        "pool",
+        "read_paused",
+        "reused",
+        "transport",
+    )
+
     def __init__(self, pool: _HostPool) -> None:
         self.pool = pool
         self.loop = pool.loop
