@@ -336,3 +336,31 @@ async def test_slow_reader_pauses_the_replica(raw_upstream: Start, transport: An
     assert n == size
     resp.release()
     assert t.idle_connections(up.address) == 1
+
+
+async def test_replica_answering_before_the_body_is_sent(transport: Any) -> None:
+    async def refuse_early(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")  # the head only, not the body
+        writer.write(raw_response(413, b"too big"))
+        with contextlib.suppress(ConnectionError):
+            await reader.read()
+        writer.close()
+
+    class SlowBody(Body):
+        async def read(self) -> bytes:
+            await asyncio.sleep(0.05)
+            return await super().read()
+
+    server = await asyncio.start_server(refuse_early, "127.0.0.1", 0)
+    address = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    t = transport()
+    try:
+        body = SlowBody([b"x" * 1000] * 20, None)
+        resp = await t.request(address, "POST", "/upload", HOST, body)
+        assert resp.status == 413
+        assert await read_all(resp) == b"too big"
+        resp.release()
+        assert body.pieces, "the whole body was sent although the replica had answered"
+        assert t.idle_connections(address) == 0  # its framing is unknown now: not reused
+    finally:
+        server.close()

@@ -15,7 +15,6 @@ import collections
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any
 
 import httptools
 
@@ -391,8 +390,9 @@ class _Connection(asyncio.Protocol):
                 self._waiting_on_client = False
             ex.body_started = True
             if ex.head_done or ex._error is not None or self.closed:
-                if chunk:
-                    self.keep_alive = False  # the rest of the body was never sent
+                # The replica answered (or failed) before the body was all sent: what it
+                # still expects never comes, so the connection is not reused.
+                self.keep_alive = False
                 return
             if chunked:
                 transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
@@ -583,7 +583,7 @@ class HttptoolsTransport:
         target: str,
         headers: bytes,
         body: RequestBody | None,
-    ) -> Any:
+    ) -> _Response:
         pool = self._pools.get(address)
         if pool is None:
             if self._closed:
@@ -618,8 +618,8 @@ class HttptoolsTransport:
         method: str,
         target: str,
         headers: bytes,
-        on_answer: Callable[[Any], None],
-    ) -> Any:
+        on_answer: Callable[[_Response], None],
+    ) -> _Response | None:
         """See ``Transport.send_nowait``."""
         pool = self._pools.get(address)
         conn = pool.acquire() if pool is not None else None
