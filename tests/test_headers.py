@@ -6,11 +6,13 @@ import pytest
 from multidict import CIMultiDict
 
 from lbproxy._headers import (
+    CRLF,
     HOP_BY_HOP,
     REWRITTEN,
+    SEP,
+    decode_wire,
     downstream_headers,
     encode_headers,
-    encode_raw,
     strip_hop_by_hop,
     upstream_headers,
 )
@@ -173,8 +175,9 @@ def test_headers_without_rewritten_ones_pass_on_as_they_are() -> None:
         *headers,
         *upstream_headers([], "10.0.0.1", "http", "h", extra),
     ]
-    raw = [(k.encode(), v.encode()) for k, v in headers]
-    assert encode_raw(raw) == encode_headers(headers)
+    lines = [part for k, v in headers for part in (k.encode(), SEP, v.encode(), CRLF)]
+    assert b"".join(lines) == encode_headers(headers)
+    assert decode_wire(lines) == headers
     assert encode_headers(headers) == b"Host: h\r\nX-Request-Id: 1\r\nAccept: */*\r\nX-Multi: a\r\n"
 
 

@@ -26,7 +26,7 @@ import httptools
 
 from ._admin import MAX_ADMIN_BODY, AdminApi, body_too_large
 from ._errors import ClientDisconnectedError
-from ._headers import REWRITTEN, encode_headers
+from ._headers import CRLF, REWRITTEN, SEP, decode_wire, encode_headers
 from ._messages import JSON, Answer, failure
 
 log = logging.getLogger("lbproxy.front")
@@ -102,13 +102,13 @@ class Request:
         "expect_continue",
         "finished",
         "has_body",
+        "header_lines",
         "host",
         "http10",
         "keep_alive",
         "length",
         "method",
         "on_disconnect",
-        "raw_headers",
         "started",
         "target",
     )
@@ -120,7 +120,7 @@ class Request:
         conn: _ClientConnection,
         method: str,
         target: str,
-        raw_headers: list[tuple[bytes, bytes]],
+        header_lines: list[bytes],
         first: dict[bytes, bytes],
         keep_alive: bool,
         http10: bool,
@@ -128,8 +128,8 @@ class Request:
         self._conn = conn
         self.method = method
         self.target = target
-        #: As parsed, undecoded: passed on as they are when nothing needs rewriting.
-        self.raw_headers = raw_headers
+        #: Wire lines (``_headers.SEP``), passed on as they are when nothing needs rewriting.
+        self.header_lines = header_lines
         self._first = first
         host = first.get(b"host")
         self.host: str | None = host.decode("latin-1") if host is not None else None
@@ -159,7 +159,7 @@ class Request:
 
     @property
     def header_items(self) -> list[tuple[str, str]]:
-        return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self.raw_headers]
+        return decode_wire(self.header_lines)
 
     @property
     def remote(self) -> str | None:
@@ -349,7 +349,7 @@ class _ClientConnection(asyncio.Protocol):
         "_first",
         "_head_size",
         "_length",
-        "_raw",
+        "_lines",
         "_requests",
         "_target",
         "_timer",
@@ -390,7 +390,7 @@ class _ClientConnection(asyncio.Protocol):
         self._drain: asyncio.Future[None] | None = None
         self._error: Answer | None = None  # a 400/414/431 to send once the current answer ends
         self._target = b""
-        self._raw: list[tuple[bytes, bytes]] = []
+        self._lines: list[bytes] = []
         self._first: dict[bytes, bytes] = {}
         self._head_size = 0
         self._length: int | None = None
@@ -476,7 +476,7 @@ class _ClientConnection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self._target = b""
-        self._raw = []
+        self._lines = []
         self._first = {}
         self._head_size = 0
         self._length = None
@@ -492,14 +492,14 @@ class _ClientConnection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         size = len(name) + len(value)
         self._head_size += size + 4
-        raw = self._raw
-        if size > MAX_HEADER_LINE or self._head_size > MAX_HEAD or len(raw) >= MAX_HEADERS:
+        lines = self._lines
+        if size > MAX_HEADER_LINE or self._head_size > MAX_HEAD or len(lines) >= 4 * MAX_HEADERS:
             raise _HeadTooLarge(
                 431,
                 f"Request headers are too large (at most {MAX_HEADERS} headers, "
                 f"{MAX_HEADER_LINE} bytes each, {MAX_HEAD} bytes in all)",
             )
-        raw.append((name, value))
+        lines += (name, SEP, value, CRLF)
         low = name.lower()
         first = self._first
         if low not in first:
@@ -520,7 +520,7 @@ class _ClientConnection(asyncio.Protocol):
             self,
             parser.get_method().decode("latin-1"),
             self._target.decode("latin-1"),
-            self._raw,
+            self._lines,
             self._first,
             parser.should_keep_alive(),
             parser.get_http_version() == "1.0",

@@ -86,6 +86,15 @@ def encode_headers(headers: Iterable[tuple[str, str]]) -> bytes:
     return "".join([f"{k}: {v}\r\n" for k, v in headers]).encode("latin-1")
 
 
-def encode_raw(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
-    """Header lines, from headers as a parser gave them (bytes, never decoded)."""
-    return b"".join([b"%s: %s\r\n" % h for h in headers])
+#: Parsers keep headers as *wire lines*, a flat list of ``name, SEP, value, CRLF`` for each
+#: header as it came, so the block that passes on unchanged is one ``b"".join`` away.
+SEP = b": "
+CRLF = b"\r\n"
+
+
+def decode_wire(lines: list[bytes]) -> list[tuple[str, str]]:
+    """(name, value) of each header in wire lines, decoded."""
+    return [
+        (k.decode("latin-1"), v.decode("latin-1"))
+        for k, v in zip(lines[0::4], lines[2::4], strict=True)
+    ]

@@ -24,7 +24,7 @@ from ._errors import (
     UpstreamTimeoutError,
 )
 from ._front import Request
-from ._headers import downstream_headers, encode_headers, encode_raw, upstream_headers
+from ._headers import downstream_headers, encode_headers, upstream_headers
 from ._keys import REQUEST_ID_HEADER, KeyFunction
 from ._messages import Answer, failure, missing_endpoint
 from ._pool import Pool, Replica, State
@@ -59,7 +59,7 @@ class Proxy:
             else []
         )
         if request.end_to_end:  # the usual case: the client's headers go on as they came
-            return key, encode_raw(request.raw_headers) + self._forwarded_lines(request, extra)
+            return key, b"".join(request.header_lines) + self._forwarded_lines(request, extra)
         headers = upstream_headers(
             request.header_items, request.remote, request.scheme, request.host, extra
         )
@@ -216,7 +216,7 @@ class Proxy:
     @staticmethod
     def _headers(resp: UpstreamResponse) -> bytes:
         if resp.end_to_end:  # the usual case: the replica's headers go on as they came
-            return encode_raw(resp.raw_headers)
+            return b"".join(resp.header_lines)
         return encode_headers(downstream_headers(resp.headers))
 
     async def _stream(self, request: Request, resp: UpstreamResponse) -> None:

@@ -28,14 +28,14 @@ class UpstreamResponse(Protocol):
 
     status: int
     reason: str
-    #: Headers as the replica sent them, undecoded (the proxy filters hop-by-hop ones).
-    raw_headers: list[tuple[bytes, bytes]]
-    #: True when ``raw_headers`` holds no hop-by-hop header (so they need no filtering).
+    #: Headers as the replica sent them, as wire lines (``_headers.SEP``), undecoded.
+    header_lines: list[bytes]
+    #: True when the headers hold no hop-by-hop one (so they pass on without filtering).
     end_to_end: bool
 
     @property
     def headers(self) -> list[tuple[str, str]]:
-        """``raw_headers`` decoded."""
+        """The headers, decoded (for filtering)."""
         ...
 
     #: The declared Content-Length; None when the body is chunked or ends with the connection.

@@ -20,7 +20,7 @@ import httptools
 
 from .._config import ProxyConfig
 from .._errors import UpstreamConnectError, UpstreamProtocolError, UpstreamTimeoutError
-from .._headers import HOP_BY_HOP
+from .._headers import CRLF, HOP_BY_HOP, SEP, decode_wire
 from ._base import IDEMPOTENT, RequestBody
 
 log = logging.getLogger("lbproxy.transport")
@@ -53,8 +53,8 @@ class _Response:
         "has_body",
         "head_done",
         "head_only",
+        "header_lines",
         "length",
-        "raw_headers",
         "reason",
         "received",
         "status",
@@ -65,7 +65,7 @@ class _Response:
         self.head_only = head_only
         self.status = 0
         self.reason = ""
-        self.raw_headers: list[tuple[bytes, bytes]] = []
+        self.header_lines: list[bytes] = []
         self.length: int | None = None
         self.end_to_end = True
         self.has_body = True
@@ -83,7 +83,7 @@ class _Response:
 
     @property
     def headers(self) -> list[tuple[str, str]]:
-        return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self.raw_headers]
+        return decode_wire(self.header_lines)
 
     def take(self) -> bytes:
         chunks = self._chunks
@@ -254,7 +254,7 @@ class _Connection(asyncio.Protocol):
         self._length_known = False
         ex = self._exchange
         if ex is not None:
-            ex.raw_headers = []
+            ex.header_lines = []
             ex.length = None
             ex.end_to_end = True
 
@@ -265,7 +265,7 @@ class _Connection(asyncio.Protocol):
         ex = self._exchange
         if ex is None:
             return
-        ex.raw_headers.append((name, value))
+        ex.header_lines += (name, SEP, value, CRLF)
         low = name.lower()
         if low in _NOTED:
             if low == b"content-length":
