@@ -11,6 +11,7 @@ from ._config import Config
 from ._names import random_name
 from ._pool import Pool, Replica
 from ._supervisor import Supervisor
+from .backends import ReplicaHandle
 
 log = logging.getLogger("lbproxy")
 
@@ -63,7 +64,33 @@ class Controller:
                 names = [self.pool.replicas[s].hostname for s in newest]
                 await self.remove(len(names), names)
 
-    def start_initial(self, count: int, names: Sequence[str] | None = None) -> list[Replica]:
-        """The replicas a fresh balancer starts with: ``<prefix>-1`` .. ``<prefix>-N``."""
-        prefix = self._config().replicas.name_prefix
-        return self.add(count, names or [f"{prefix}-{i}" for i in range(1, count + 1)])
+    def start_initial(
+        self,
+        count: int,
+        names: Sequence[str] | None = None,
+        adopted: Sequence[ReplicaHandle] = (),
+    ) -> list[Replica]:
+        """The replicas a fresh balancer starts with: those ``adopted`` in their slots (left
+        running by an earlier balancer), then new ones up to ``count``, named ``names`` or
+        ``<prefix>-<slot>``."""
+        replicas = []
+        for handle in adopted:
+            replica = self.pool.add(handle.slot, handle.hostname)
+            replica.handle = handle
+            self._supervisor.launch(replica)
+            replicas.append(replica)
+        if adopted:
+            log.info("adopted %s", ", ".join(h.hostname for h in adopted))
+        missing = count - len(self.pool)
+        if missing <= 0:
+            return replicas
+        if names is None:
+            prefix = self._config().replicas.name_prefix
+            taken = self.pool.hostnames()
+            names = []
+            for slot in self.pool.free_slots(missing):
+                name = f"{prefix}-{slot}"
+                if self.pool.by_hostname(name) is not None or name in names:
+                    name = random_name(prefix, [*taken, *names])
+                names.append(name)
+        return replicas + self.add(missing, names)

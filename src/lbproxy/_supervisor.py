@@ -113,8 +113,13 @@ class Supervisor:
     async def _keep(self, replica: Replica) -> None:
         failures = 0
         failed_at: float | None = None
+        # A replica handed over already running (adopted by a restarted balancer) is only
+        # probed; if it does not answer it is stopped and started afresh like any other.
+        adopted = replica.handle is not None and self._backend.manages_lifecycle
         while True:
-            if await self._bring_up(replica):
+            up = await self._bring_up(replica, start=not adopted)
+            adopted = False
+            if up:
                 failures = 0
                 if failed_at is not None:
                     self.recoveries.append((replica.slot, failed_at, time.monotonic()))
@@ -144,10 +149,11 @@ class Supervisor:
             )
             await asyncio.sleep(delay)
 
-    async def _bring_up(self, replica: Replica) -> bool:
-        """Start the slot's replica and wait for its heartbeat. False if it did not come up."""
+    async def _bring_up(self, replica: Replica, start: bool = True) -> bool:
+        """Start the slot's replica (unless ``start`` is False: it runs already) and wait for
+        its heartbeat. False if it did not come up."""
         replica.state = State.STARTING
-        if self._backend.manages_lifecycle or replica.handle is None:
+        if start and (self._backend.manages_lifecycle or replica.handle is None):
             self.start_attempts.append((replica.slot, time.monotonic()))
             try:
                 replica.handle = await self._backend.start(replica.hostname, replica.slot)

@@ -22,6 +22,16 @@ class Backend(Protocol):
     #: False for backends that route to replicas they neither start nor stop (static).
     manages_lifecycle: bool
 
+    async def open(self) -> list[ReplicaHandle]:
+        """Get ready to run replicas (raises BackendError when that is impossible) and return
+        the running replicas an earlier balancer left behind, to adopt in their slots."""
+        ...
+
+    async def watch(self) -> None:
+        """Learn of replica deaths as they happen, for as long as the balancer runs (the
+        Server runs this as a tracked task); returns at once if ``wait_exit`` needs no help."""
+        ...
+
     async def start(self, hostname: str, slot: int) -> ReplicaHandle:
         """Start a replica; returns once it exists (not once it answers). Raises BackendError."""
         ...

@@ -34,6 +34,13 @@ class ProcessBackend:
         proc = self._procs.get(handle)
         return proc.pid if proc else None
 
+    async def open(self) -> list[ReplicaHandle]:
+        # Child processes die with their balancer: there is never anything to adopt.
+        return []
+
+    async def watch(self) -> None:
+        return  # the event loop's child watcher reports exits to wait_exit
+
     async def start(self, hostname: str, slot: int) -> ReplicaHandle:
         host = self._config.host
         family = socket.AF_INET6 if ":" in host else socket.AF_INET

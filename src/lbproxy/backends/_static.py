@@ -22,6 +22,12 @@ class StaticBackend:
     def hostnames(self) -> list[str]:
         return list(self._addresses)
 
+    async def open(self) -> list[ReplicaHandle]:
+        return []
+
+    async def watch(self) -> None:
+        return
+
     async def start(self, hostname: str, slot: int) -> ReplicaHandle:
         address = self._addresses.get(hostname)
         if address is None:
