@@ -287,3 +287,23 @@ async def test_open_adopts_running_replicas_and_removes_dead_ones(
     await new.close()  # remove_on_shutdown (the default) removes them
     assert docker_ps(prefix, running=False) == {}
     assert inspect(f"{prefix}-net") is None  # the network it created is gone too
+
+
+async def test_a_start_cancelled_at_any_point_leaves_no_container(
+    docker_backend: BackendFactory,
+) -> None:
+    # Shutdown cancels a start while the engine may be creating or starting the container,
+    # and closes the backend at once; the engine finishes what it began regardless, and the
+    # backend must still undo it.
+    prefix = docker_backend().prefix  # type: ignore[attr-defined]
+    for i, delay in enumerate((0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4)):
+        backend = docker_backend()
+        await backend.open()
+        task = asyncio.ensure_future(backend.start(f"{prefix}-c{i}", i + 1))
+        await asyncio.sleep(delay)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await backend.close()
+    await asyncio.sleep(1.0)  # anything the engine was still doing has landed by now
+    assert docker_ps(prefix, running=False) == {}

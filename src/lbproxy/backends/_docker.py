@@ -13,6 +13,7 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 import aiodocker
@@ -85,6 +86,8 @@ class DockerBackend:
         #: so a death while it starts is not missed.
         self._exits: dict[str, asyncio.Event] = {}
         self._reasons: dict[str, str] = {}
+        #: Removals that outlive the start() that needed them (see start).
+        self._cleanups: set[asyncio.Task[None]] = set()
         #: The network was made by a balancer of this instance (not by compose or a user),
         #: so it is removed with the last replica.
         self._own_network = False
@@ -135,7 +138,14 @@ class DockerBackend:
 
     async def start(self, hostname: str, slot: int) -> ReplicaHandle:
         cfg = self._config
-        container = await self._create(hostname, slot)
+        # The engine finishes a create it has begun even if we stop waiting for it; a start
+        # cancelled meanwhile (shutdown, /rm) must still undo it, or it leaves an orphan.
+        create = asyncio.ensure_future(self._create(hostname, slot))
+        try:
+            container = await asyncio.shield(create)
+        except asyncio.CancelledError:
+            self._in_background(self._remove_created(create))
+            raise
         cid: str = container.id
         self._exits[cid] = asyncio.Event()
         try:
@@ -145,7 +155,8 @@ class DockerBackend:
             await self._forget_and_remove(cid)
             raise BackendError(f"cannot start container {hostname!r}: {e.message}") from e
         except BaseException:
-            await asyncio.shield(self._forget_and_remove(cid))
+            self._forget(cid)
+            self._in_background(self._remove(cid))
             raise
         networks = info.get("NetworkSettings", {}).get("Networks") or {}
         ip = (networks.get(cfg.network) or {}).get("IPAddress")
@@ -191,16 +202,14 @@ class DockerBackend:
         """
         docker = self._client()
         delay = 0.5
-        since: float | None = None
+        # Replayed from a little before the first connection too: a replica adopted while
+        # the stream connects is covered.
+        since = time.time() - EVENTS_REPLAY
         filters = {"type": ["container"], "label": [self._label], "event": list(DEATH_EVENTS)}
         while True:
-            began = time.time()
             events = DockerEvents(docker)
             subscriber = events.subscribe(create_task=False)
-            params: dict[str, Any] = {"filters": filters}
-            if since is not None:
-                params["since"] = f"{since:.6f}"
-            pump = asyncio.ensure_future(events.run(**params))
+            pump = asyncio.ensure_future(events.run(filters=filters, since=f"{since:.6f}"))
             try:
                 await self._resync()
                 while (event := await subscriber.get()) is not None:
@@ -214,13 +223,15 @@ class DockerBackend:
                 pump.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await pump
-            since = began - EVENTS_REPLAY
+            since = time.time() - EVENTS_REPLAY
             log.warning("Docker event stream ended; reconnecting in %.1fs", delay)
             await asyncio.sleep(delay)
             delay = min(EVENTS_BACKOFF_MAX, delay * 2)
 
     async def close(self) -> None:
         try:
+            if self._cleanups:
+                await asyncio.wait(set(self._cleanups), timeout=60)
             if self._config.remove_on_shutdown and self._docker is not None:
                 ids = set(self._handles)
                 with contextlib.suppress(aiodocker.DockerError, OSError):
@@ -339,6 +350,17 @@ class DockerBackend:
                 raise BackendError(f"cannot remove container {cid[:12]}: {e.message}") from e
         except OSError as e:
             raise BackendError(f"cannot remove container {cid[:12]}: {e}") from e
+
+    def _in_background(self, cleanup: Coroutine[Any, Any, None]) -> None:
+        """Run a cleanup that must finish even though its caller was cancelled; close()
+        waits for it."""
+        task = asyncio.ensure_future(cleanup)
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+
+    async def _remove_created(self, create: asyncio.Future[Any]) -> None:
+        with contextlib.suppress(Exception):
+            await self._remove((await create).id)
 
     async def _forget_and_remove(self, cid: str) -> None:
         self._forget(cid)
