@@ -174,3 +174,32 @@ async def test_startup_without_the_image_fails_clearly(stack: dict[str, Any]) ->
         await server.startup()
     await server.shutdown()
     assert docker_ps(instance(stack), running=False) == {}
+
+
+async def test_names_of_other_containers_are_never_taken(
+    balancer: BalancerFactory, http: aiohttp.ClientSession, stack: dict[str, Any]
+) -> None:
+    prefix = instance(stack)
+    foreign = f"{prefix}-1"  # the name the balancer would give slot 1
+    await docker_cli("create", "--name", foreign, "lbproxy/server:latest")
+    try:
+        server = await balancer(stack)
+        # Slot 1 is served all the same, under a generated name.
+        message = await rep(http, server)
+        assert message["N"] == 2
+        assert foreign not in message["replicas"]
+        assert sorted(message["replicas"]) == sorted(docker_ps(prefix))
+        # Asked for by name, it is refused up front and nothing changes.
+        async with http.post(url(server, "/add"), json={"n": 1, "hostnames": [foreign]}) as r:
+            assert r.status == 400
+            body = await r.json()
+        assert body == {
+            "message": f"<Error> Hostname '{foreign}' is already in use outside this balancer",
+            "status": "failure",
+        }
+        assert (await rep(http, server))["N"] == 2
+        assert len(docker_ps(prefix, running=False)) == 2
+        # Someone else's container is never touched.
+        assert await docker_cli("inspect", "-f", "{{.State.Status}}", foreign) == "created"
+    finally:
+        await docker_cli("rm", "-f", foreign)

@@ -8,18 +8,26 @@ import random
 from collections.abc import Callable, Sequence
 
 from ._config import Config
+from ._errors import BackendError, RequestError
 from ._names import random_name
 from ._pool import Pool, Replica
 from ._supervisor import Supervisor
-from .backends import ReplicaHandle
+from .backends import Backend, ReplicaHandle
 
 log = logging.getLogger("lbproxy")
 
 
 class Controller:
-    def __init__(self, pool: Pool, supervisor: Supervisor, config: Callable[[], Config]) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        supervisor: Supervisor,
+        backend: Backend,
+        config: Callable[[], Config],
+    ) -> None:
         self.pool = pool
         self._supervisor = supervisor
+        self._backend = backend
         self._config = config
         #: One change at a time: validation and the change it allows must see the same pool.
         self.lock = asyncio.Lock()
@@ -37,6 +45,17 @@ class Controller:
             added.append(replica)
         log.info("added %s", ", ".join(names))
         return added
+
+    async def check_available(self, hostnames: Sequence[str]) -> None:
+        """Refuse names the backend cannot give a replica (e.g. another container's)."""
+        try:
+            taken = await self._backend.unavailable(hostnames) if hostnames else []
+        except BackendError as e:
+            raise RequestError(f"<Error> Cannot check the hostnames: {e}", 503) from e
+        if taken:
+            raise RequestError(
+                f"<Error> Hostname {taken[0]!r} is already in use outside this balancer"
+            )
 
     async def remove(self, n: int, hostnames: Sequence[str] = ()) -> list[Replica]:
         """Remove the named replicas plus random others up to ``n``. Hold ``lock``."""

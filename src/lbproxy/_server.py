@@ -90,7 +90,7 @@ class Server:
         self.pool = Pool(config.hashing.scheme(), config.hashing.probing)
         self.backend: Backend = make_backend(config)
         self.supervisor = Supervisor(self.pool, self.backend, self.tasks, lambda: self.config)
-        self.control = Controller(self.pool, self.supervisor, lambda: self.config)
+        self.control = Controller(self.pool, self.supervisor, self.backend, lambda: self.config)
         self._key_function: KeyFunction = make_key_function(config.hashing.key)
         self.transport: Transport | None = None
         self._runner: web.AppRunner | None = None

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 import aiohttp
 
 from ._config import Config
-from ._errors import BackendError
+from ._errors import BackendError, NameInUseError
 from ._names import random_name
 from ._pool import Pool, Replica, State
 from ._tasks import TaskSet
@@ -130,10 +130,7 @@ class Supervisor:
                     continue  # a static server comes back by itself or not at all
                 # The replacement starts at once; a hung replica may take stop_timeout to go.
                 self._stop_in_background(replica)
-                old = replica.hostname
-                replica.hostname = random_name(
-                    self._config().replicas.name_prefix, self._pool.hostnames()
-                )
+                old, replica.hostname = replica.hostname, self._fresh_name()
                 replica.restarts += 1
                 log.warning("replacing %s in slot %d with %s", old, replica.slot, replica.hostname)
                 continue
@@ -157,6 +154,11 @@ class Supervisor:
             self.start_attempts.append((replica.slot, time.monotonic()))
             try:
                 replica.handle = await self._backend.start(replica.hostname, replica.slot)
+            except NameInUseError as e:
+                # The slot must be served: under another name, since this one is not ours.
+                replica.hostname = self._fresh_name()
+                log.warning("%s; slot %d takes the name %s", e, replica.slot, replica.hostname)
+                return False
             except BackendError as e:
                 log.error("cannot start %s: %s", replica.hostname, e)
                 return False
@@ -227,6 +229,9 @@ class Supervisor:
                     return f"missed {misses} heartbeats"
         finally:
             exited.cancel()
+
+    def _fresh_name(self) -> str:
+        return random_name(self._config().replicas.name_prefix, self._pool.hostnames())
 
     async def _mark_down(self, replica: Replica, reason: str) -> None:
         log.warning("replica %s (slot %d) is down: %s", replica.hostname, replica.slot, reason)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -34,6 +35,11 @@ class Backend(Protocol):
 
     async def start(self, hostname: str, slot: int) -> ReplicaHandle:
         """Start a replica; returns once it exists (not once it answers). Raises BackendError."""
+        ...
+
+    async def unavailable(self, hostnames: Sequence[str]) -> list[str]:
+        """Those of ``hostnames`` (free in the pool) that something outside this balancer
+        already uses, so a replica cannot take them."""
         ...
 
     async def stop(self, handle: ReplicaHandle) -> None:

@@ -13,14 +13,14 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 import aiodocker
 from aiodocker.events import DockerEvents
 
 from .._config import DockerBackendConfig
-from .._errors import BackendError
+from .._errors import BackendError, NameInUseError
 from .._names import name_problem
 from ._base import ReplicaHandle
 
@@ -174,6 +174,22 @@ class DockerBackend:
         log.debug("started container %s (%s) at %s", hostname, cid[:12], handle.address)
         return handle
 
+    async def unavailable(self, hostnames: Sequence[str]) -> list[str]:
+        """Names taken by containers that are not this balancer's: container names are
+        global on an engine."""
+        docker = self._client()
+        taken = []
+        for name in hostnames:
+            try:
+                info = await docker.containers.container(name).show()
+            except aiodocker.DockerError as e:
+                if e.status == 404:
+                    continue
+                raise BackendError(f"cannot look up container {name!r}: {e.message}") from e
+            if not self._ours(info):
+                taken.append(name)
+        return taken
+
     async def stop(self, handle: ReplicaHandle) -> None:
         await self._remove(handle.ident, graceful=True)
         self._forget(handle.ident)
@@ -326,9 +342,8 @@ class DockerBackend:
                 existing = await docker.containers.container(hostname).show()
             except aiodocker.DockerError as e:
                 raise BackendError(f"cannot create container {hostname!r}: {e.message}") from e
-            labels = existing.get("Config", {}).get("Labels") or {}
-            if labels.get(LABEL_INSTANCE) != self._config.instance:
-                raise BackendError(
+            if not self._ours(existing):
+                raise NameInUseError(
                     f"a container named {hostname!r} already exists and is not a replica of "
                     f"this balancer (instance {self._config.instance!r})"
                 )
@@ -366,6 +381,10 @@ class DockerBackend:
         self._forget(cid)
         with contextlib.suppress(BackendError):
             await self._remove(cid)
+
+    def _ours(self, container: dict[str, Any]) -> bool:
+        labels = (container.get("Config") or {}).get("Labels") or {}
+        return bool(labels.get(LABEL_INSTANCE) == self._config.instance)
 
     def _track(self, handle: ReplicaHandle) -> None:
         self._handles[handle.ident] = handle

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Sequence
 
 from .._config import ProcessBackendConfig
 from .._errors import BackendError
@@ -77,6 +78,9 @@ class ProcessBackend:
         handle = ReplicaHandle(hostname=hostname, slot=slot, address=address, ident=str(proc.pid))
         self._procs[handle] = proc
         return handle
+
+    async def unavailable(self, hostnames: Sequence[str]) -> list[str]:
+        return []  # hostnames are only labels here
 
     async def stop(self, handle: ReplicaHandle) -> None:
         proc = self._procs.get(handle)

@@ -36,6 +36,9 @@ class StaticBackend:
         self._handles[hostname] = handle
         return handle
 
+    async def unavailable(self, hostnames: Sequence[str]) -> list[str]:
+        return []  # hostnames are only labels here
+
     async def stop(self, handle: ReplicaHandle) -> None:
         self._handles.pop(handle.hostname, None)
 
