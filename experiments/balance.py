@@ -247,6 +247,7 @@ def report2(s: Settings, runs: Sequence[BalanceRun]) -> Report:
                 ha="center",
                 fontsize=8,
             )
+        ax.margins(y=0.12)
         ax.set_title(f"{h}  (labels: max/mean)")
         ax.set_xlabel("N replicas")
         ax.set_xticks(ns)
