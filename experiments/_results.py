@@ -54,6 +54,12 @@ def pyplot() -> ModuleType:
     return plt
 
 
+def panels(count: int, width: float = 4.2, height: float = 3.8) -> tuple[Any, list[Any]]:
+    """A figure with ``count`` side-by-side panels sharing the y axis (one per hash choice)."""
+    fig, axes = pyplot().subplots(1, count, figsize=(width * count, height), sharey=True)
+    return fig, [axes] if count == 1 else list(axes)
+
+
 def save_figure(fig: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")

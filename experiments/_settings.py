@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ._balancer import BackendName, Balancer, running_balancer
+from ._load import LoadResult, run_load
 
 #: The hash choices in the order the plots show them: the assignment's, the seed's
 #: experiment-4 variant, and lbproxy's default.
@@ -44,6 +46,17 @@ class Settings:
         """A random source of its own per purpose, so one experiment's draws do not shift
         another's: the same seed gives the same ids whichever experiments are selected."""
         return random.Random(f"{self.seed}:{purpose}")
+
+    async def load(self, balancer: Balancer, ids: Iterable[str], label: str) -> LoadResult:
+        """Send ``ids`` through ``balancer`` (GET /home) as this run is configured."""
+        return await run_load(
+            balancer.url + "/home",
+            ids,
+            concurrency=self.concurrency,
+            time_limit=self.time_limit,
+            label=label,
+            progress=self.progress,
+        )
 
     def balancer(
         self, hash_name: str, replicas: int, overrides: dict[str, Any] | None = None

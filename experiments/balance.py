@@ -13,11 +13,12 @@ import statistics
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ._balancer import Balancer
-from ._load import run_load, uniform_ids, zipf_ids
-from ._results import HASH_COLORS, Report, md_table, pyplot, save_figure, write_csv
+from ._load import uniform_ids, zipf_ids
+from ._results import HASH_COLORS, Report, md_table, panels, pyplot, save_figure, write_csv
 from ._settings import Settings
 from .ring_stats import ring_counts
 
@@ -95,14 +96,7 @@ async def measure(
 ) -> BalanceRun:
     """Send ``ids`` through the balancer and count the answers per replica."""
     replicas = await balancer.rep()
-    load = await run_load(
-        balancer.url + "/home",
-        ids,
-        concurrency=s.concurrency,
-        time_limit=s.time_limit,
-        label=label,
-        progress=s.progress,
-    )
+    load = await s.load(balancer, ids, label)
     counted = load.counts
     strangers = set(counted) - set(replicas)
     if strangers:
@@ -135,6 +129,14 @@ def _count_rows(runs: Sequence[BalanceRun]) -> list[dict[str, Any]]:
     ]
 
 
+def _write_runs(s: Settings, prefix: str, runs: Sequence[BalanceRun]) -> list[Path]:
+    """The raw counts (one row per replica and run) and the spread (one row per run)."""
+    return [
+        write_csv(s.out / f"{prefix}_counts.csv", _count_rows(runs)),
+        write_csv(s.out / f"{prefix}_spread.csv", [r.spread_row() for r in runs]),
+    ]
+
+
 def _failures(runs: Sequence[BalanceRun]) -> str:
     bad = [r for r in runs if r.errors or r.not_sent]
     if not bad:
@@ -157,14 +159,8 @@ async def experiment1(s: Settings) -> list[BalanceRun]:
 
 
 def report1(s: Settings, runs: Sequence[BalanceRun]) -> Report:
-    plt = pyplot()
-
-    files = [
-        write_csv(s.out / "exp1_counts.csv", _count_rows(runs)),
-        write_csv(s.out / "exp1_spread.csv", [r.spread_row() for r in runs]),
-    ]
-    fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 3.8), sharey=True)
-    axes = [axes] if len(runs) == 1 else list(axes)
+    files = _write_runs(s, "exp1", runs)
+    fig, axes = panels(len(runs))
     for ax, run in zip(axes, runs, strict=True):
         bars = ax.bar(run.replicas, run.values, color=HASH_COLORS.get(run.hash, "grey"))
         ax.bar_label(bars, fmt="%d", fontsize=9)
@@ -215,15 +211,9 @@ async def experiment2(s: Settings) -> list[BalanceRun]:
 
 
 def report2(s: Settings, runs: Sequence[BalanceRun]) -> Report:
-    plt = pyplot()
-
-    files = [
-        write_csv(s.out / "exp2_counts.csv", _count_rows(runs)),
-        write_csv(s.out / "exp2_spread.csv", [r.spread_row() for r in runs]),
-    ]
+    files = _write_runs(s, "exp2", runs)
     hashes = list(dict.fromkeys(r.hash for r in runs))
-    fig, axes = plt.subplots(1, len(hashes), figsize=(4.2 * len(hashes), 3.8), sharey=True)
-    axes = [axes] if len(hashes) == 1 else list(axes)
+    fig, axes = panels(len(hashes))
     for ax, h in zip(axes, hashes, strict=True):
         mine = [r for r in runs if r.hash == h]
         ns = [r.n for r in mine]
@@ -319,10 +309,7 @@ async def experiment_zipf(s: Settings) -> list[BalanceRun]:
 def report_zipf(s: Settings, runs: Sequence[BalanceRun]) -> Report:
     plt = pyplot()
 
-    files = [
-        write_csv(s.out / "zipf_counts.csv", _count_rows(runs)),
-        write_csv(s.out / "zipf_spread.csv", [r.spread_row() for r in runs]),
-    ]
+    files = _write_runs(s, "zipf", runs)
     fig, ax = plt.subplots(figsize=(6.5, 4))
     hashes = list(dict.fromkeys(r.hash for r in runs))
     base = [r for r in runs if r.hash == hashes[0]]

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._balancer import Balancer
-from ._load import run_load, uniform_ids
-from ._results import HASH_COLORS, Report, md_table, pyplot, save_figure, write_csv
+from ._load import uniform_ids
+from ._results import HASH_COLORS, Report, md_table, panels, save_figure, write_csv
 from ._settings import Settings
 
 
@@ -57,14 +57,7 @@ class Step:
 
 
 async def _owners(b: Balancer, ids: Sequence[str], s: Settings, label: str) -> tuple[dict, int]:
-    load = await run_load(
-        b.url + "/home",
-        ids,
-        concurrency=s.concurrency,
-        time_limit=s.time_limit,
-        label=label,
-        progress=s.progress,
-    )
+    load = await s.load(b, ids, label)
     return load.owners(), load.failed + load.cut + load.not_sent
 
 
@@ -138,12 +131,9 @@ async def experiment_movement(s: Settings) -> list[Step]:
 
 
 def report_movement(s: Settings, steps: Sequence[Step]) -> Report:
-    plt = pyplot()
-
     files = [write_csv(s.out / "movement.csv", [st.row() for st in steps])]
     hashes = list(dict.fromkeys(st.hash for st in steps))
-    fig, axes = plt.subplots(1, len(hashes), figsize=(4.6 * len(hashes), 3.9), sharey=True)
-    axes = [axes] if len(hashes) == 1 else list(axes)
+    fig, axes = panels(len(hashes), 4.6, 3.9)
     for ax, h in zip(axes, hashes, strict=True):
         mine = [st for st in steps if st.hash == h]
         xs = range(len(mine))

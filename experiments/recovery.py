@@ -347,14 +347,7 @@ async def kill_under_load(
 ) -> KillRun:
     """Kill ``kills`` replicas one after another while a load of learned ids runs."""
     pool = uniform_ids(pool_size, s.rng("kill-pool"))
-    learn = await run_load(
-        b.url + "/home",
-        pool,
-        concurrency=s.concurrency,
-        label="exp3 learn owners",
-        progress=s.progress,
-        time_limit=s.time_limit,
-    )
+    learn = await s.load(b, pool, "exp3 learn owners")
     learned = learn.owners()
     pool = [k for k in pool if k in learned]
     n = len(await b.rep())

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import pid_alive
 from experiments._balancer import (
     ExperimentError,
     balancer_config,
@@ -34,14 +35,6 @@ def test_docker_backend_is_asked_for_in_the_config():
     assert yaml.safe_load(yaml.safe_dump(data)) == data
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 async def test_replicas_are_found_killed_and_everything_stops(tmp_path: Path):
     async with running_balancer(tmp_path, "default", 2) as b:
         assert await b.rep() == ["server-1", "server-2"]
@@ -59,9 +52,9 @@ async def test_replicas_are_found_killed_and_everything_stops(tmp_path: Path):
         assert "server-1" not in names and len(names) == 2
         balancer_pid = b.proc.pid
         pids = [int(p) for p in (await b.replicas.running()).values()]
-    assert not _alive(balancer_pid)
-    assert not any(_alive(p) for p in pids)
-    assert not _alive(int(running["server-1"]))
+    assert not pid_alive(balancer_pid)
+    assert not any(pid_alive(p) for p in pids)
+    assert not pid_alive(int(running["server-1"]))
     assert os.listdir(tmp_path)  # its config and log are kept for inspection
 
 
