@@ -168,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"experiments: {e}", file=sys.stderr)
         return 1
     meta: dict[str, object] = {
-        "command": "python -m experiments " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": " ".join(["python -m experiments", *(sys.argv[1:] if argv is None else argv)]),
         "wall_seconds": round(time.monotonic() - started, 1),
         "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, "
         f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end",

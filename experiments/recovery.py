@@ -586,8 +586,9 @@ def plot_timeline(run: KillRun, path: Any) -> Any:
             color="red",
         )
     fig.suptitle(
-        f"Experiment 3: {len(run.kills)} replica(s) killed under load (concurrency "
-        f"{run.concurrency}). Dashed: kill; dotted: detected; shaded: until the replacement serves",
+        f"Experiment 3: {len(run.kills)} replica(s) killed under load, concurrency "
+        f"{run.concurrency}\ndashed: kill; dotted: gone from /rep; shaded: until the "
+        "replacement's first answer",
         fontsize=10,
     )
     return save_figure(fig, path)
