@@ -1,4 +1,5 @@
-# lbproxy — `make up` runs the product in Docker, `make run` without Docker, `make test` tests it.
+# lbproxy — `make up` runs the product in Docker, `make run` without Docker, `make test` tests it,
+# `make experiments` reproduces the experiments (experiments/README.md).
 # Every target sets up what it needs (virtual environment, packages, images) by itself.
 
 PYTHON ?= python3
@@ -8,6 +9,7 @@ STAMP  := $(VENV)/.installed
 CONFIG ?= config.yaml
 # `make run BACKEND=docker` runs the balancer on the host with container replicas.
 BACKEND ?=
+CODE   := src tests tools experiments
 
 # The compose stack; the tests run their own next to it by setting these.
 export COMPOSE_PROJECT_NAME ?= lbproxy
@@ -20,7 +22,7 @@ export LBPROXY_CONFIG_DIR ?= .
 COMPOSE ?= $(shell if docker compose version >/dev/null 2>&1; then echo "docker compose"; \
 	elif command -v docker-compose >/dev/null 2>&1; then echo docker-compose; fi)
 
-.PHONY: help venv run test lint format clean images up down logs compose-check
+.PHONY: help venv run test lint format clean images up down logs compose-check experiments
 
 help:
 	@echo "make up      build the images (offline if need be) and start the stack on port 5000"
@@ -30,6 +32,8 @@ help:
 	@echo "             (make run BACKEND=docker: on the host, with container replicas)"
 	@echo "make test    create the virtual environment and run the whole test suite"
 	@echo "make images  build lbproxy/lb and lbproxy/server without a registry"
+	@echo "make experiments  run experiments 1-4 and more against real balancers; results in"
+	@echo "             experiments/results/ (EXPERIMENTS_ARGS='--help' lists the options)"
 	@echo "make lint    ruff check and format check"
 	@echo "make clean   remove the virtual environment, wheels and caches"
 
@@ -45,16 +49,16 @@ run: $(STAMP) $(if $(filter docker,$(BACKEND)),images)
 	$(PY) -m lbproxy run --config $(CONFIG) $(if $(BACKEND),--backend $(BACKEND))
 
 test: $(STAMP)
-	$(PY) -m ruff check src tests tools
+	$(PY) -m ruff check $(CODE)
 	$(PY) -m pytest
 
 lint: $(STAMP)
-	$(PY) -m ruff check src tests tools
-	$(PY) -m ruff format --check src tests tools
+	$(PY) -m ruff check $(CODE)
+	$(PY) -m ruff format --check $(CODE)
 
 format: $(STAMP)
-	$(PY) -m ruff format src tests tools
-	$(PY) -m ruff check --fix src tests tools
+	$(PY) -m ruff format $(CODE)
+	$(PY) -m ruff check --fix $(CODE)
 
 images: $(STAMP)
 	@command -v docker >/dev/null || { echo "make: the docker command is not installed" >&2; exit 1; }
@@ -80,6 +84,9 @@ down: compose-check
 
 logs: compose-check
 	$(COMPOSE) logs -f
+
+experiments: $(STAMP) $(if $(findstring docker,$(EXPERIMENTS_ARGS)),images)
+	$(PY) -m experiments $(EXPERIMENTS_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build src/*.egg-info

@@ -25,6 +25,7 @@ import pytest
 import yaml
 from aiohttp import web
 
+from experiments._balancer import descendants
 from lbproxy import Server, parse_config
 
 PY = sys.executable
@@ -56,25 +57,7 @@ TEST_CONFIG: dict[str, Any] = {
 
 def pids_of_children(pid: int) -> set[int]:
     """Every live descendant of ``pid`` (from /proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
-    out: set[int] = set()
-    todo = [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            if c not in out:
-                out.add(c)
-                todo.append(c)
-    return out
+    return set(descendants(pid))
 
 
 def pid_alive(pid: int) -> bool:
