@@ -40,7 +40,11 @@ class ExperimentError(Exception):
 
 
 def balancer_config(
-    hash_name: str, replicas: int, backend: BackendName, overrides: dict[str, Any] | None = None
+    hash_name: str,
+    replicas: int,
+    backend: BackendName,
+    overrides: dict[str, Any] | None = None,
+    run: str | None = None,
 ) -> dict[str, Any]:
     """The config.yaml an experiment runs with: loopback, an ephemeral port, no file watching."""
     config: dict[str, Any] = {
@@ -52,12 +56,21 @@ def balancer_config(
     }
     if backend == "process":
         config["replicas"]["process"] = {"output": "discard"}
+    elif run is not None:
+        # Its own instance label and network: it neither adopts nor disturbs other balancers'
+        # containers (a `make up` stack, another run).
+        config["replicas"]["docker"] = {"instance": docker_instance(run), "network": f"lbexp-{run}"}
     for section, values in (overrides or {}).items():
         if isinstance(values, dict):
             config[section] = {**config.get(section, {}), **values}
         else:
             config[section] = values
     return config
+
+
+def docker_instance(run: str) -> str:
+    """The instance label of the containers of one run's balancer."""
+    return f"lbexp-{run}"
 
 
 # -- finding and killing replicas -----------------------------------------------------------
@@ -142,7 +155,12 @@ class ProcessReplicas:
 
 
 class DockerReplicas:
-    """Replicas that are containers named by their hostname (the Docker backend)."""
+    """Replicas that are containers named by their hostname (the Docker backend), of one
+    balancer (its instance label)."""
+
+    def __init__(self, instance: str) -> None:
+        self.instance = instance
+        self._label = f"label=lbproxy.instance={instance}"
 
     async def _docker(self, *args: str) -> str:
         proc = await asyncio.create_subprocess_exec(
@@ -157,11 +175,19 @@ class DockerReplicas:
         return out.decode()
 
     async def running(self) -> dict[str, str]:
-        out = await self._docker("ps", "--no-trunc", "--format", "{{.Names}} {{.ID}}")
+        out = await self._docker(
+            "ps", "--no-trunc", "--filter", self._label, "--format", "{{.Names}} {{.ID}}"
+        )
         return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
 
     async def kill(self, hostname: str) -> None:
         await self._docker("kill", hostname)
+
+    async def remove_all(self) -> None:
+        """Whatever the balancer could not remove itself (it was killed)."""
+        ids = (await self._docker("ps", "-aq", "--filter", self._label)).split()
+        if ids:
+            await self._docker("rm", "-f", *ids)
 
 
 # -- the balancer ---------------------------------------------------------------------------
@@ -284,7 +310,7 @@ async def running_balancer(
     run = uuid.uuid4().hex[:12]
     config_path = workdir / f"config-{hash_name}-{run}.yaml"
     log_path = workdir / f"balancer-{hash_name}-{run}.log"
-    config = balancer_config(hash_name, replicas, backend, overrides)
+    config = balancer_config(hash_name, replicas, backend, overrides, run)
     await asyncio.to_thread(config_path.write_text, yaml.safe_dump(config, sort_keys=False))
     with open(log_path, "wb") as log:  # noqa: ASYNC230 (opening a new local file is instant)
         proc = await asyncio.create_subprocess_exec(
@@ -299,11 +325,14 @@ async def running_balancer(
             stderr=log,
             env={**os.environ, RUN_TAG: run},
         )
+    docker = DockerReplicas(docker_instance(run)) if backend == "docker" else None
     try:
         port = await _wait_for_port(proc, log_path, startup_timeout)
-        control: Replicas = ProcessReplicas(proc.pid) if backend == "process" else DockerReplicas()
+        control: Replicas = docker or ProcessReplicas(proc.pid)
         connector = aiohttp.TCPConnector(limit=8)
         async with aiohttp.ClientSession(connector=connector) as session:
             yield Balancer(proc, port, log_path, control, session)
     finally:
         await _stop(proc, run)
+        if docker is not None:
+            await docker.remove_all()

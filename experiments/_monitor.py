@@ -44,11 +44,16 @@ def main() -> None:
     p.add_argument("--url", required=True, help="the balancer, http://127.0.0.1:<port>")
     p.add_argument("--backend", choices=BACKENDS, default="process")
     p.add_argument("--pid", type=int, help="the balancer's pid (process backend)")
+    p.add_argument("--instance", help="its replicas' instance label (docker backend)")
     p.add_argument("--interval", type=float, default=0.02)
     args = p.parse_args()
     if args.backend == "process" and args.pid is None:
         p.error("--pid is needed with the process backend")
-    replicas = ProcessReplicas(args.pid) if args.backend == "process" else DockerReplicas()
+    if args.backend == "docker" and args.instance is None:
+        p.error("--instance is needed with the docker backend")
+    replicas: Replicas = (
+        ProcessReplicas(args.pid) if args.backend == "process" else DockerReplicas(args.instance)
+    )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(sample(args.url, replicas, args.interval))
 

@@ -31,7 +31,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from ._balancer import Balancer, ExperimentError
+from ._balancer import Balancer, DockerReplicas, ExperimentError
 from ._load import Answer, run_load, uniform_ids
 from ._results import Report, md_table, pyplot, save_figure, write_csv, write_json
 from ._settings import Settings
@@ -301,6 +301,7 @@ class _Monitor:
             self._backend,
             "--pid",
             str(self._b.proc.pid),
+            *self._instance(),
             "--interval",
             str(self._interval),
             stdin=asyncio.subprocess.DEVNULL,
@@ -310,6 +311,10 @@ class _Monitor:
         self._reader = asyncio.create_task(self._read())
         if await self.until(lambda x: True, 30.0) is None:
             raise ExperimentError("the monitor gave no sample within 30 s")
+
+    def _instance(self) -> list[str]:
+        replicas = self._b.replicas
+        return ["--instance", replicas.instance] if isinstance(replicas, DockerReplicas) else []
 
     async def _read(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None
