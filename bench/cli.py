@@ -21,7 +21,7 @@ from lbproxy._runtime import raise_open_files_limit
 
 from . import memory, report, targets, wrk
 from .install import ensure, which
-from .procs import CLK_TCK, BenchError, Processes, tree_cpu_ticks
+from .procs import CLK_TCK, BenchError, Processes, busiest, tree_cpu_ticks
 
 REPLICAS = 3
 PROGRAMS = ("haproxy", "nginx")  # targets that are programs to install
@@ -95,18 +95,13 @@ def _context(args: argparse.Namespace, tools: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def _busy_processes() -> str:
-    """The processes using the most CPU right now, to say what ran beside the bench."""
-    try:
-        out = subprocess.run(
-            ["ps", "-eo", "pcpu,etime,args", "--sort=-pcpu"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return "\n".join(line[:110] for line in out.splitlines()[:6])
+def _beside(when: str, context: dict[str, Any]) -> None:
+    """Say what else was using the CPU (a 1 s sample), as the machine is shared."""
+    busy = busiest()
+    context[f"busy_{when}"] = busy
+    print(f"bench: busiest processes {when} (1 s sample, % of one CPU):")
+    for pct, cmd in busy or [(0.0, "(nothing)")]:
+        print(f"  {pct:5.0f}%  {cmd}")
 
 
 # -- load ------------------------------------------------------------------------------------
@@ -138,7 +133,7 @@ def load_bench(args: argparse.Namespace, tools: dict[str, str], workdir: Path) -
                 wrk.run(tools["wrk"], t.urls, args.connections, args.threads, args.warmup)
         for n in range(1, args.rounds + 1):
             for t in running.values():
-                runs.append(_one_run(n, t, args, tools["wrk"], procs))
+                runs.append(_one_run(n, t, args, tools["wrk"]))
                 print(_progress(runs[-1]), flush=True)
     finally:
         procs.close()
@@ -155,9 +150,7 @@ def _progress(r: report.Run) -> str:
     return line + (f"  ERRORS {r.errors}" if r.errors else "")
 
 
-def _one_run(
-    n: int, t: targets.Target, args: argparse.Namespace, wrk_path: str, procs: Processes
-) -> report.Run:
+def _one_run(n: int, t: targets.Target, args: argparse.Namespace, wrk_path: str) -> report.Run:
     before = tree_cpu_ticks(t.pid) if t.pid else 0
     load = wrk.run(wrk_path, t.urls, args.connections, args.threads, args.duration)
     cpu = None
@@ -258,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"bench: {context['when']}, commit {context['commit']}, {context['cpus']} CPUs, "
         f"load average {' '.join(f'{x:.2f}' for x in context['loadavg_before'])}"
     )
-    print(_busy_processes(), flush=True)
+    _beside("before", context)
     workdir = Path(tempfile.mkdtemp(prefix="lbproxy-bench-"))
     context["workdir"] = str(workdir)
     started = time.monotonic()
@@ -279,6 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = report.summarize(runs, args.targets)
     items = report.verdicts(rows, mem)
     context["loadavg_after"] = os.getloadavg()
+    _beside("after", context)
     context["wall_s"] = round(time.monotonic() - started, 1)
     print()
     if rows:

@@ -158,12 +158,32 @@ def _read(path: str) -> str | None:
         return None
 
 
-def tree_cpu_ticks(root: int) -> int:
-    """utime + stime of ``root`` and its live descendants (all threads), in clock ticks."""
-    stats: dict[int, tuple[int, int, int]] = {}
+def _all_stats() -> dict[int, tuple[int, int, int]]:
+    stats = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit() and (text := _read(f"/proc/{entry}/stat")) is not None:
             stats[int(entry)] = parse_stat(text)
+    return stats
+
+
+def busiest(seconds: float = 1.0, top: int = 5) -> list[tuple[float, str]]:
+    """The processes that used the most CPU over the next ``seconds``: (% of one CPU, command)."""
+    before = _all_stats()
+    time.sleep(seconds)
+    after = _all_stats()
+    used = []
+    for pid, (_, u, s) in after.items():
+        if pid in before and pid != os.getpid():
+            delta = u + s - before[pid][1] - before[pid][2]
+            if delta > 0:
+                cmd = (_read(f"/proc/{pid}/cmdline") or "").replace("\0", " ").strip()
+                used.append((100.0 * delta / CLK_TCK / seconds, cmd[:100]))
+    return sorted(used, reverse=True)[:top]
+
+
+def tree_cpu_ticks(root: int) -> int:
+    """utime + stime of ``root`` and its live descendants (all threads), in clock ticks."""
+    stats = _all_stats()
     children: dict[int, list[int]] = {}
     for pid, (ppid, _, _) in stats.items():
         children.setdefault(ppid, []).append(pid)
