@@ -21,7 +21,7 @@ from lbproxy._runtime import raise_open_files_limit
 
 from . import memory, report, targets, wrk
 from .install import ensure, which
-from .procs import CLK_TCK, BenchError, Processes, busiest, tree_cpu_ticks
+from .procs import CLK_TCK, BenchError, Processes, busiest, cpu_snapshot, tree_cpu_ticks
 
 REPLICAS = 3
 PROGRAMS = ("haproxy", "nginx")  # targets that are programs to install
@@ -147,12 +147,19 @@ def _progress(r: report.Run) -> str:
     )
     if r.cpu_us_per_request is not None:
         line += f"  {r.cpu_us_per_request:5.1f} µs CPU/req"
+    line += f"  other load {r.other_cpu_pct:3.0f}%"
     return line + (f"  ERRORS {r.errors}" if r.errors else "")
 
 
 def _one_run(n: int, t: targets.Target, args: argparse.Namespace, wrk_path: str) -> report.Run:
     before = tree_cpu_ticks(t.pid) if t.pid else 0
+    machine0, own0 = cpu_snapshot()
+    started = time.monotonic()
     load = wrk.run(wrk_path, t.urls, args.connections, args.threads, args.duration)
+    machine1, own1 = cpu_snapshot()
+    other = report.other_cpu_pct(
+        machine1 - machine0, own1 - own0, time.monotonic() - started, CLK_TCK
+    )
     cpu = None
     if t.pid:
         cpu = report.cpu_per_request_us(tree_cpu_ticks(t.pid) - before, load.requests, CLK_TCK)
@@ -165,6 +172,7 @@ def _one_run(n: int, t: targets.Target, args: argparse.Namespace, wrk_path: str)
         p99_us=load.percentile_us(99),
         errors=load.errors,
         cpu_us_per_request=cpu,
+        other_cpu_pct=other,
     )
 
 

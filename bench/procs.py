@@ -15,7 +15,7 @@ import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 _PR_SET_PDEATHSIG = 1
@@ -143,11 +143,37 @@ def _answers_200(s: socket.socket, path: str) -> bool:
 # -- /proc -----------------------------------------------------------------------------------
 
 
-def parse_stat(text: str) -> tuple[int, int, int]:
-    """``(ppid, utime, stime)`` from the text of /proc/<pid>/stat (times in clock ticks)."""
+class Stat(NamedTuple):
+    """The fields of /proc/<pid>/stat the bench uses; times in clock ticks."""
+
+    ppid: int
+    utime: int
+    stime: int
+    cutime: int  # of children it has waited for
+    cstime: int
+
+
+def parse_stat(text: str) -> Stat:
     # The command name may hold spaces and parentheses: fields start after the last ')'.
     fields = text.rsplit(")", 1)[1].split()
-    return int(fields[1]), int(fields[11]), int(fields[12])
+    return Stat(*(int(fields[i]) for i in (1, 11, 12, 13, 14)))
+
+
+def parse_machine_busy(text: str) -> int:
+    """Clock ticks all CPUs spent busy (not idle, not waiting for I/O), from /proc/stat."""
+    for line in text.splitlines():
+        if line.startswith("cpu "):
+            user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, line.split()[1:9])
+            return user + nice + system + irq + softirq + steal
+    raise BenchError("no cpu line in /proc/stat")
+
+
+def cpu_snapshot() -> tuple[int, int]:
+    """(ticks the whole machine was busy, ticks the bench itself and all it started used)."""
+    stat = _read("/proc/stat") or ""
+    me = parse_stat(_read(f"/proc/{os.getpid()}/stat") or "")
+    # Live processes count directly; those already reaped (wrk runs) in our cutime/cstime.
+    return parse_machine_busy(stat), tree_cpu_ticks(os.getpid()) + me.cutime + me.cstime
 
 
 def _read(path: str) -> str | None:
@@ -158,7 +184,7 @@ def _read(path: str) -> str | None:
         return None
 
 
-def _all_stats() -> dict[int, tuple[int, int, int]]:
+def _all_stats() -> dict[int, Stat]:
     stats = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit() and (text := _read(f"/proc/{entry}/stat")) is not None:
@@ -172,9 +198,9 @@ def busiest(seconds: float = 1.0, top: int = 5) -> list[tuple[float, str]]:
     time.sleep(seconds)
     after = _all_stats()
     used = []
-    for pid, (_, u, s) in after.items():
+    for pid, st in after.items():
         if pid in before and pid != os.getpid():
-            delta = u + s - before[pid][1] - before[pid][2]
+            delta = st.utime + st.stime - before[pid].utime - before[pid].stime
             if delta > 0:
                 cmd = (_read(f"/proc/{pid}/cmdline") or "").replace("\0", " ").strip()
                 used.append((100.0 * delta / CLK_TCK / seconds, cmd[:100]))
@@ -185,13 +211,13 @@ def tree_cpu_ticks(root: int) -> int:
     """utime + stime of ``root`` and its live descendants (all threads), in clock ticks."""
     stats = _all_stats()
     children: dict[int, list[int]] = {}
-    for pid, (ppid, _, _) in stats.items():
-        children.setdefault(ppid, []).append(pid)
+    for pid, st in stats.items():
+        children.setdefault(st.ppid, []).append(pid)
     total, todo = 0, [root]
     while todo:
         pid = todo.pop()
         if pid in stats:
-            total += stats[pid][1] + stats[pid][2]
+            total += stats[pid].utime + stats[pid].stime
             todo.extend(children.get(pid, []))
     return total
 

@@ -31,6 +31,8 @@ class Run:
     p99_us: float
     errors: int
     cpu_us_per_request: float | None  # None: no balancer (direct)
+    #: CPU that processes other than the bench's used during the run, in % of one CPU.
+    other_cpu_pct: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class Row:
     vs_haproxy: float | None
     added_p99_ms: float | None
     errors: int
+    other_cpu_pct: float
 
 
 def cpu_per_request_us(ticks: int, requests: int, clk_tck: int) -> float:
@@ -54,6 +57,15 @@ def cpu_per_request_us(ticks: int, requests: int, clk_tck: int) -> float:
     if requests <= 0:
         raise ValueError("no requests were served")
     return ticks / clk_tck * 1e6 / requests
+
+
+def other_cpu_pct(machine_ticks: int, own_ticks: int, seconds: float, clk_tck: int) -> float:
+    """CPU used by everything but the bench over ``seconds``, in % of one CPU.
+
+    ``machine_ticks``: busy ticks of all CPUs together (/proc/stat); ``own_ticks``: those of
+    the bench and every process it started.
+    """
+    return max(0.0, (machine_ticks - own_ticks) / clk_tck / seconds * 100)
 
 
 def _per_round(runs: Sequence[Run], target: str) -> dict[int, Run]:
@@ -92,6 +104,7 @@ def summarize(runs: Sequence[Run], order: Sequence[str]) -> list[Row]:
                 if target != "direct"
                 else None,
                 errors=sum(r.errors for r in mine.values()),
+                other_cpu_pct=median(r.other_cpu_pct for r in mine.values()),
             )
         )
     return rows
@@ -104,14 +117,15 @@ def _f(value: float | None, fmt: str) -> str:
 def load_table(rows: Sequence[Row]) -> str:
     lines = [
         "| target | requests/s | p50 ms | p99 ms | balancer CPU µs/req | vs direct "
-        "| vs HAProxy | added p99 ms | errors |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| vs HAProxy | added p99 ms | errors | other load % |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         lines.append(
             f"| {r.target} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} "
             f"| {_f(r.cpu_us_per_request, '.1f')} | {_f(r.vs_direct, '.2f')} "
-            f"| {_f(r.vs_haproxy, '.2f')} | {_f(r.added_p99_ms, '+.2f')} | {r.errors} |"
+            f"| {_f(r.vs_haproxy, '.2f')} | {_f(r.added_p99_ms, '+.2f')} | {r.errors} "
+            f"| {r.other_cpu_pct:.0f} |"
         )
     return "\n".join(lines)
 

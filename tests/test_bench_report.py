@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from bench.memory import MemoryResult
-from bench.report import Run, cpu_per_request_us, load_table, summarize, verdicts
+from bench.report import (
+    Run,
+    cpu_per_request_us,
+    load_table,
+    other_cpu_pct,
+    summarize,
+    verdicts,
+)
 
 
 def test_cpu_per_request() -> None:
@@ -16,8 +23,14 @@ def test_cpu_per_request() -> None:
         cpu_per_request_us(5, 0, 100)
 
 
+def test_other_load() -> None:
+    # Over 10 s the machine was busy 1500 ticks (100 Hz), 1200 of them the bench's: 30%.
+    assert other_cpu_pct(1500, 1200, 10.0, 100) == pytest.approx(30.0)
+    assert other_cpu_pct(1190, 1200, 10.0, 100) == 0.0  # sampling skew never goes negative
+
+
 def run(n: int, target: str, rps: float, p99_ms: float, cpu: float | None = None) -> Run:
-    return Run(n, target, int(rps * 10), rps, p99_ms * 500, p99_ms * 1000, 0, cpu)
+    return Run(n, target, int(rps * 10), rps, p99_ms * 500, p99_ms * 1000, 0, cpu, 10.0 * n)
 
 
 RUNS = [
@@ -57,7 +70,7 @@ def test_table_has_a_row_per_target() -> None:
     lines = table.splitlines()
     assert len(lines) == 5
     assert lines[2].startswith("| direct | 9,000 |")
-    assert "| 30.0 | 0.67 | 0.80 | +2.00 | 0 |" in lines[4]
+    assert lines[4].endswith("| 30.0 | 0.67 | 0.80 | +2.00 | 0 | 20 |")
 
 
 def test_verdicts_against_the_issue_targets() -> None:
