@@ -1,5 +1,6 @@
 # lbproxy — `make up` runs the product in Docker, `make run` without Docker, `make test` tests it,
-# `make experiments` reproduces the experiments (experiments/README.md).
+# `make experiments` reproduces the experiments (experiments/README.md), `make bench` measures it
+# against HAProxy and NGINX.
 # Every target sets up what it needs (virtual environment, packages, images) by itself.
 
 PYTHON ?= python3
@@ -9,7 +10,7 @@ STAMP  := $(VENV)/.installed
 CONFIG ?= config.yaml
 # `make run BACKEND=docker` runs the balancer on the host with container replicas.
 BACKEND ?=
-CODE   := src tests tools experiments
+CODE   := src tests tools experiments bench
 
 # The compose stack; the tests run their own next to it by setting these.
 export COMPOSE_PROJECT_NAME ?= lbproxy
@@ -22,7 +23,7 @@ export LBPROXY_CONFIG_DIR ?= .
 COMPOSE ?= $(shell if docker compose version >/dev/null 2>&1; then echo "docker compose"; \
 	elif command -v docker-compose >/dev/null 2>&1; then echo docker-compose; fi)
 
-.PHONY: help venv run test lint format clean images up down logs compose-check experiments
+.PHONY: help venv run test lint format clean images up down logs compose-check experiments bench
 
 help:
 	@echo "make up      build the images (offline if need be) and start the stack on port 5000"
@@ -35,6 +36,8 @@ help:
 	@echo "make experiments  run experiments 1-4 and more against real balancers; results in"
 	@echo "             experiments/results/ (EXPERIMENTS_ARGS='--help' lists the options)"
 	@echo "make lint    ruff check and format check"
+	@echo "make bench   lbproxy vs HAProxy, NGINX and direct with wrk, and its memory"
+	@echo "             (BENCH_ARGS=\"--quick\" for a short check; --help for every option)"
 	@echo "make clean   remove the virtual environment, wheels and caches"
 
 $(STAMP): pyproject.toml
@@ -87,6 +90,12 @@ logs: compose-check
 
 experiments: $(STAMP) $(if $(findstring docker,$(EXPERIMENTS_ARGS)),images)
 	$(PY) -m experiments $(EXPERIMENTS_ARGS)
+
+# Installs wrk, haproxy and nginx from Debian's packages when missing (as root or via sudo).
+# Figures also go to .bench/<time>.json, to compare runs.
+BENCH_ARGS ?=
+bench: $(STAMP)
+	$(PY) -m bench --json .bench/$$(date +%Y%m%d-%H%M%S).json $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build src/*.egg-info

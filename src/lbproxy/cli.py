@@ -14,7 +14,7 @@ import yaml
 
 from ._config import Config, load_config, with_overrides
 from ._errors import ConfigError, LbproxyError
-from ._runtime import run
+from ._runtime import raise_open_files_limit, run
 
 
 def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -126,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         print(config.model_dump_json(indent=2))
         return 0
+    raise_open_files_limit()
     try:
         run(_serve(config, args.config if args.config.exists() else None, overrides))
     except LbproxyError as e:
