@@ -1,19 +1,44 @@
-# lbproxy — `make up` runs the product in Docker, `make run` without Docker, `make test` tests it.
-# Every target sets up what it needs (virtual environment, packages) by itself.
+# lbproxy — `make up` runs the product in Docker, `make run` without Docker, `make test` tests it,
+# `make experiments` reproduces the experiments (experiments/README.md), `make bench` measures it
+# against HAProxy and NGINX.
+# Every target sets up what it needs (virtual environment, packages, images) by itself.
 
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 CONFIG ?= config.yaml
+# `make run BACKEND=docker` runs the balancer on the host with container replicas.
+BACKEND ?=
+CODE   := src tests tools experiments bench
 
-.PHONY: help run test lint format clean
+# The compose stack; the tests run their own next to it by setting these.
+export COMPOSE_PROJECT_NAME ?= lbproxy
+export LBPROXY_PORT ?= 5000
+export LBPROXY_NETWORK ?= lbproxy-net
+export LBPROXY_INSTANCE ?= lbproxy
+export LBPROXY_CONFIG_DIR ?= .
+
+# Whichever compose is installed: the plugin (`docker compose`) or the standalone tool.
+COMPOSE ?= $(shell if docker compose version >/dev/null 2>&1; then echo "docker compose"; \
+	elif command -v docker-compose >/dev/null 2>&1; then echo docker-compose; fi)
+
+.PHONY: help venv run test lint format clean images up down logs compose-check experiments bench
 
 help:
+	@echo "make up      build the images (offline if need be) and start the stack on port 5000"
+	@echo "make down    stop the stack and remove every container and network it made"
+	@echo "make logs    follow the balancer's log"
 	@echo "make run     run the balancer on port 5000 with local-process replicas (no Docker)"
+	@echo "             (make run BACKEND=docker: on the host, with container replicas)"
 	@echo "make test    create the virtual environment and run the whole test suite"
+	@echo "make images  build lbproxy/lb and lbproxy/server without a registry"
+	@echo "make experiments  run experiments 1-4 and more against real balancers; results in"
+	@echo "             experiments/results/ (EXPERIMENTS_ARGS='--help' lists the options)"
 	@echo "make lint    ruff check and format check"
-	@echo "make clean   remove the virtual environment and caches"
+	@echo "make bench   lbproxy vs HAProxy, NGINX and direct with wrk, and its memory"
+	@echo "             (BENCH_ARGS=\"--quick\" for a short check; --help for every option)"
+	@echo "make clean   remove the virtual environment, wheels and caches"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,20 +48,54 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-run: $(STAMP)
-	$(PY) -m lbproxy run --config $(CONFIG)
+run: $(STAMP) $(if $(filter docker,$(BACKEND)),images)
+	$(PY) -m lbproxy run --config $(CONFIG) $(if $(BACKEND),--backend $(BACKEND))
 
 test: $(STAMP)
-	$(PY) -m ruff check src tests
+	$(PY) -m ruff check $(CODE)
 	$(PY) -m pytest
 
 lint: $(STAMP)
-	$(PY) -m ruff check src tests
-	$(PY) -m ruff format --check src tests
+	$(PY) -m ruff check $(CODE)
+	$(PY) -m ruff format --check $(CODE)
 
 format: $(STAMP)
-	$(PY) -m ruff format src tests
-	$(PY) -m ruff check --fix src tests
+	$(PY) -m ruff format $(CODE)
+	$(PY) -m ruff check --fix $(CODE)
+
+images: $(STAMP)
+	@command -v docker >/dev/null || { echo "make: the docker command is not installed" >&2; exit 1; }
+	$(PY) tools/images.py
+
+compose-check:
+	@test -n "$(COMPOSE)" || { echo "make: neither 'docker compose' (the Compose plugin) nor \
+	'docker-compose' is installed; install one (Debian: apt-get install docker-compose)" >&2; \
+	exit 1; }
+
+up: images compose-check
+	$(COMPOSE) up -d --no-build
+	@$(PY) tools/wait_up.py --url http://127.0.0.1:$(LBPROXY_PORT) \
+		--config $(LBPROXY_CONFIG_DIR)/config.yaml || { $(COMPOSE) logs --tail=40; exit 1; }
+	@echo "logs: make logs    stop: make down"
+
+down: compose-check
+	-$(COMPOSE) stop --timeout 60
+	@# A balancer that was killed cannot remove its replicas; they go here, before the network.
+	@ids=$$(docker ps -aq --filter label=lbproxy.instance=$(LBPROXY_INSTANCE)); \
+	if [ -n "$$ids" ]; then docker rm -f $$ids >/dev/null; fi
+	$(COMPOSE) down --remove-orphans --timeout 60
+
+logs: compose-check
+	$(COMPOSE) logs -f
+
+experiments: $(STAMP) $(if $(findstring docker,$(EXPERIMENTS_ARGS)),images)
+	$(PY) -m experiments $(EXPERIMENTS_ARGS)
+
+# Installs wrk, haproxy and nginx from Debian's packages when missing (as root or via sudo).
+# Figures also go to .bench/<time>.json, to compare runs.
+BENCH_ARGS ?=
+bench: $(STAMP)
+	$(PY) -m bench --json .bench/$$(date +%Y%m%d-%H%M%S).json $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build src/*.egg-info

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -24,6 +25,7 @@ import pytest
 import yaml
 from aiohttp import web
 
+from experiments._balancer import descendants
 from lbproxy import Server, parse_config
 
 PY = sys.executable
@@ -55,25 +57,7 @@ TEST_CONFIG: dict[str, Any] = {
 
 def pids_of_children(pid: int) -> set[int]:
     """Every live descendant of ``pid`` (from /proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
-    out: set[int] = set()
-    todo = [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            if c not in out:
-                out.add(c)
-                todo.append(c)
-    return out
+    return set(descendants(pid))
 
 
 def pid_alive(pid: int) -> bool:
@@ -337,3 +321,70 @@ async def raw_upstream() -> AsyncIterator[Callable[[RawHandler], Awaitable[RawUp
         for w in up.writers:
             w.close()
         await server.wait_closed()
+
+
+# --- Docker -------------------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> str:
+    """Skips (with the reason in pytest's summary) where no Docker engine can be reached."""
+    try:
+        info = subprocess.run(
+            ["docker", "info", "--format", "{{.ServerVersion}}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except FileNotFoundError:
+        pytest.skip("Docker tests skipped: the docker command is not installed")
+    except subprocess.TimeoutExpired:
+        pytest.skip("Docker tests skipped: the Docker engine did not answer within 30s")
+    if info.returncode != 0:
+        pytest.skip(f"Docker tests skipped: no Docker engine reachable ({info.stderr.strip()})")
+    return info.stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def docker_images(docker_engine: str) -> None:
+    """lbproxy/lb and lbproxy/server built as `make images` builds them (no registry)."""
+    done = subprocess.run([PY, str(REPO / "tools" / "images.py")], timeout=900)
+    assert done.returncode == 0, "tools/images.py failed to build the images"
+
+
+def docker_names() -> str:
+    """A prefix unique to this test: container names are global on an engine."""
+    return f"lbt{os.getpid() % 1000}{secrets.token_hex(2)}"
+
+
+def docker_ps(instance: str, *, running: bool = True) -> dict[str, str]:
+    """{container name: id} of containers labelled with ``instance``."""
+    cmd = ["docker", "ps", "--no-trunc", "--filter", f"label=lbproxy.instance={instance}"]
+    cmd += ["--format", "{{.Names}} {{.ID}}"]
+    if not running:
+        cmd.insert(2, "-a")
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return dict(line.split() for line in out.splitlines() if line.strip())
+
+
+def docker_cleanup(instance: str, network: str | None = None) -> None:
+    """Remove whatever a test left behind under its own instance label and network."""
+    ids = list(docker_ps(instance, running=False).values())
+    if ids:
+        subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
+    if network:
+        subprocess.run(["docker", "network", "rm", network], capture_output=True)
+
+
+async def docker_cli(*args: str) -> str:
+    """Run ``docker *args`` without blocking the event loop (an in-process balancer runs on
+    it); returns its output, raises if it fails."""
+    proc = await asyncio.create_subprocess_exec(
+        "docker", *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    out, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"docker {' '.join(args)}: {err.decode().strip()}")
+    return out.decode().strip()

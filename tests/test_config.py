@@ -470,3 +470,36 @@ def test_reloadable_fields_exist() -> None:
         for part in dotted.split("."):
             assert part in node, dotted
             node = node[part]
+
+
+# --- docker backend -----------------------------------------------------------------------------
+
+
+def test_docker_backend_defaults_and_fields() -> None:
+    c = parse_config({"replicas": {"backend": "docker", "docker": {"environment": {"A_B": "1"}}}})
+    d = c.replicas.docker
+    assert c.replicas.backend == "docker"
+    assert c.replicas.desired_count == 3
+    assert d.image == "lbproxy/server:latest"
+    assert d.network == "lbproxy-net"
+    assert d.instance == "lbproxy"
+    assert d.port == 5000
+    assert d.remove_on_shutdown is True
+    assert d.environment == {"A_B": "1"}
+
+
+@pytest.mark.parametrize(
+    ("docker", "fragment"),
+    [
+        ({"environment": {"SERVER_ID": "x"}}, "replicas.docker.environment: SERVER_ID is set by"),
+        ({"environment": {"1BAD": "x"}}, "replicas.docker.environment: '1BAD' is not"),
+        ({"network": "bad net"}, "replicas.docker.network"),
+        ({"instance": ""}, "replicas.docker.instance"),
+        ({"port": 0}, "replicas.docker.port"),
+        ({"image": ""}, "replicas.docker.image"),
+        ({"cpus": 0}, "replicas.docker.cpus"),
+        ({"pull": True}, "replicas.docker.pull: unknown field"),
+    ],
+)
+def test_docker_backend_errors_name_the_field(docker: dict[str, Any], fragment: str) -> None:
+    assert fragment in error_of({"replicas": {"backend": "docker", "docker": docker}})

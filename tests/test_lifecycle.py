@@ -235,3 +235,26 @@ def test_check_prints_validated_config(tmp_path: Path) -> None:
     default = _cli("--check", cwd=tmp_path / "..")
     assert default.returncode == 0, default.stderr
     assert json.loads(default.stdout) == json.loads(parse_config({}).model_dump_json())
+
+
+def test_set_overrides_any_field_and_rejects_bad_ones(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"replicas": {"count": 2}}))
+    args = ["run", "-c", str(path), "--check", "--backend", "docker"]
+    sets = ["--set", "replicas.docker.network=other-net", "--set", "health.interval=0.5"]
+    result = _cli(*args, *sets, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    assert printed["replicas"]["backend"] == "docker"
+    assert printed["replicas"]["docker"]["network"] == "other-net"
+    assert printed["health"]["interval"] == 0.5  # VALUE is YAML: a number, not a string
+    assert printed["replicas"]["count"] == 2
+
+    unknown = _cli(
+        "run", "-c", str(path), "--check", "--set", "replicas.dockr.image=x", cwd=tmp_path
+    )
+    assert unknown.returncode == 2
+    assert "replicas.dockr" in unknown.stderr
+    malformed = _cli("run", "-c", str(path), "--check", "--set", "health.interval", cwd=tmp_path)
+    assert malformed.returncode == 2
+    assert "FIELD=VALUE" in malformed.stderr

@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from conftest import TEST_CONFIG, deep_merge, eventually, pid_alive, pids_of_children, url
-from lbproxy import Server
+from lbproxy import Server, parse_config
+from lbproxy._config import with_overrides
 from lbproxy._pool import State
 from lbproxy.backends import ProcessBackend
 
@@ -206,3 +207,26 @@ async def test_edit_made_while_balancer_starts_is_applied(balancer: Any, tmp_pat
     _write(path, deep_merge(data, {"health": {"interval": 0.9}}))
     server = await asyncio.wait_for(starting, 30)
     await eventually(lambda: server.config.health.interval == 0.9, timeout=10)
+
+
+async def test_command_line_overrides_survive_a_reload(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    # Started as `lbproxy run --replicas 2` from a file that says 1.
+    data = deep_merge(TEST_CONFIG, deep_merge(RELOAD, {"replicas": {"count": 1}}))
+    path = tmp_path / "config.yaml"
+    _write(path, data)
+    overrides = {"replicas.count": 2}
+    server = Server(with_overrides(parse_config(data), **overrides), path, overrides)
+    await server.startup()
+    try:
+        await eventually(lambda: _all_up(server, 2), timeout=20)
+        # An edit of another field is applied; the count stays the command line's, not 1.
+        _write(path, deep_merge(data, {"health": {"interval": 0.3}}))
+        await eventually(lambda: server.config.health.interval == 0.3, timeout=10)
+        await asyncio.sleep(0.5)
+        assert server.config.replicas.count == 2
+        assert (await _rep(http, server))["N"] == 2
+        assert _all_up(server, 2)
+    finally:
+        await server.shutdown()

@@ -69,6 +69,7 @@ class AdminApi:
         async with self._control.lock:
             pool = self._control.pool
             req = parse_add(body, pool.hostnames(), len(pool), self._cap())
+            await self._control.check_available(req.hostnames)
             added = self._control.add(req.n, req.hostnames)
             state = self._state()
         # Answer once the new replicas serve (or the wait runs out; they are kept trying).

@@ -50,6 +50,40 @@ class ProcessBackendConfig(_Model):
         return v
 
 
+class DockerBackendConfig(_Model):
+    """Replicas as containers on one Docker network, created through the Docker API."""
+
+    #: The replica image (``make images`` builds it); never pulled.
+    image: str = Field("lbproxy/server:latest", min_length=1)
+    #: The network replicas join (created if missing); the balancer must reach it.
+    network: str = Field("lbproxy-net", pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
+    #: Label value marking this balancer's replicas: a restarted balancer adopts the running
+    #: ones carrying it. Two balancers on one engine need different instances.
+    instance: str = Field("lbproxy", pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
+    #: Port the replica server listens on inside its container.
+    port: int = Field(5000, ge=1, le=65535)
+    #: Docker engine URL; None: DOCKER_HOST, else the local socket.
+    url: str | None = None
+    #: Remove the replicas when the balancer stops; False leaves them running for the next
+    #: balancer to adopt (an upgrade without restarting the replicas).
+    remove_on_shutdown: bool = True
+    #: Extra environment for every replica (SERVER_ID and PORT are set by the balancer).
+    environment: dict[str, str] = {}
+    #: Resource limits per replica; None: unlimited.
+    memory_mb: int | None = Field(None, ge=6, le=1 << 20)
+    cpus: float | None = Field(None, gt=0, le=1024)
+
+    @field_validator("environment")
+    @classmethod
+    def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
+        for name in v:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ValueError(f"{name!r} is not an environment variable name")
+            if name in ("SERVER_ID", "PORT"):
+                raise ValueError(f"{name} is set by the balancer")
+        return v
+
+
 class StaticReplica(_Model):
     hostname: str
     address: str
@@ -74,12 +108,13 @@ class StaticReplica(_Model):
 class ReplicasConfig(_Model):
     count: int = Field(DEFAULT_REPLICAS, ge=0)
     max: int = Field(DEFAULT_MAX_REPLICAS, ge=1, le=4096)
-    backend: Literal["process", "static"] = "process"
+    backend: Literal["process", "docker", "static"] = "process"
     #: Prefix of generated hostnames: ``<prefix>-<n>`` at start, ``<prefix>-<random>`` later.
     name_prefix: str = Field("server", pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,40}$")
     #: How long a stopping replica gets before it is killed.
     stop_timeout: Seconds = 5.0
     process: ProcessBackendConfig = ProcessBackendConfig()
+    docker: DockerBackendConfig = DockerBackendConfig()
     static: list[StaticReplica] = []
 
     @model_validator(mode="before")

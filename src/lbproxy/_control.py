@@ -8,17 +8,26 @@ import random
 from collections.abc import Callable, Sequence
 
 from ._config import Config
+from ._errors import BackendError, RequestError
 from ._names import random_name
 from ._pool import Pool, Replica
 from ._supervisor import Supervisor
+from .backends import Backend, ReplicaHandle
 
 log = logging.getLogger("lbproxy")
 
 
 class Controller:
-    def __init__(self, pool: Pool, supervisor: Supervisor, config: Callable[[], Config]) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        supervisor: Supervisor,
+        backend: Backend,
+        config: Callable[[], Config],
+    ) -> None:
         self.pool = pool
         self._supervisor = supervisor
+        self._backend = backend
         self._config = config
         #: One change at a time: validation and the change it allows must see the same pool.
         self.lock = asyncio.Lock()
@@ -36,6 +45,17 @@ class Controller:
             added.append(replica)
         log.info("added %s", ", ".join(names))
         return added
+
+    async def check_available(self, hostnames: Sequence[str]) -> None:
+        """Refuse names the backend cannot give a replica (e.g. another container's)."""
+        try:
+            taken = await self._backend.unavailable(hostnames) if hostnames else []
+        except BackendError as e:
+            raise RequestError(f"<Error> Cannot check the hostnames: {e}", 503) from e
+        if taken:
+            raise RequestError(
+                f"<Error> Hostname {taken[0]!r} is already in use outside this balancer"
+            )
 
     async def remove(self, n: int, hostnames: Sequence[str] = ()) -> list[Replica]:
         """Remove the named replicas plus random others up to ``n``. Hold ``lock``."""
@@ -63,7 +83,33 @@ class Controller:
                 names = [self.pool.replicas[s].hostname for s in newest]
                 await self.remove(len(names), names)
 
-    def start_initial(self, count: int, names: Sequence[str] | None = None) -> list[Replica]:
-        """The replicas a fresh balancer starts with: ``<prefix>-1`` .. ``<prefix>-N``."""
-        prefix = self._config().replicas.name_prefix
-        return self.add(count, names or [f"{prefix}-{i}" for i in range(1, count + 1)])
+    def start_initial(
+        self,
+        count: int,
+        names: Sequence[str] | None = None,
+        adopted: Sequence[ReplicaHandle] = (),
+    ) -> list[Replica]:
+        """The replicas a fresh balancer starts with: those ``adopted`` in their slots (left
+        running by an earlier balancer), then new ones up to ``count``, named ``names`` or
+        ``<prefix>-<slot>``."""
+        replicas = []
+        for handle in adopted:
+            replica = self.pool.add(handle.slot, handle.hostname)
+            replica.handle = handle
+            self._supervisor.launch(replica)
+            replicas.append(replica)
+        if adopted:
+            log.info("adopted %s", ", ".join(h.hostname for h in adopted))
+        missing = count - len(self.pool)
+        if missing <= 0:
+            return replicas
+        if names is None:
+            prefix = self._config().replicas.name_prefix
+            taken = self.pool.hostnames()
+            names = []
+            for slot in self.pool.free_slots(missing):
+                name = f"{prefix}-{slot}"
+                if self.pool.by_hostname(name) is not None or name in names:
+                    name = random_name(prefix, [*taken, *names])
+                names.append(name)
+        return replicas + self.add(missing, names)

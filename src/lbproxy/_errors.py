@@ -24,6 +24,10 @@ class BackendError(LbproxyError):
     """A replica backend could not start, find or stop a replica."""
 
 
+class NameInUseError(BackendError):
+    """The replica's hostname is taken by something outside this balancer."""
+
+
 class UpstreamError(LbproxyError):
     """Talking to a replica failed."""
 

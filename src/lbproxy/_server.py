@@ -6,12 +6,14 @@ import asyncio
 import gc
 import logging
 import socket
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from ._admin import AdminApi
-from ._config import RELOADABLE, Config
+from ._config import RELOADABLE, Config, with_overrides
 from ._control import Controller
-from ._errors import LbproxyError
+from ._errors import ConfigError, LbproxyError
 from ._front import Front
 from ._keys import KeyFunction, make_key_function
 from ._pool import Pool
@@ -19,7 +21,7 @@ from ._proxy import Proxy
 from ._reload import fingerprint, watch_config
 from ._supervisor import Supervisor
 from ._tasks import TaskSet
-from .backends import Backend, make_backend
+from .backends import Backend, ReplicaHandle, make_backend
 from .transport import HttptoolsTransport, Transport
 
 log = logging.getLogger("lbproxy")
@@ -70,9 +72,16 @@ def _bind(host: str, port: int) -> socket.socket:
 class Server:
     """A running balancer. ``await serve()`` runs it until ``request_shutdown()``."""
 
-    def __init__(self, config: Config, config_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        config_path: Path | None = None,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> None:
         self.config = config
         self.config_path = config_path
+        #: Dotted fields set on the command line; they win over config.yaml on reloads too.
+        self.overrides = dict(overrides or {})
         #: The config file's content hash when startup begins, near when ``config`` was read
         #: from it; the watcher compares against this, so edits made during startup are
         #: not lost.
@@ -81,7 +90,7 @@ class Server:
         self.pool = Pool(config.hashing.scheme(), config.hashing.probing)
         self.backend: Backend = make_backend(config)
         self.supervisor = Supervisor(self.pool, self.backend, self.tasks, lambda: self.config)
-        self.control = Controller(self.pool, self.supervisor, lambda: self.config)
+        self.control = Controller(self.pool, self.supervisor, self.backend, lambda: self.config)
         self._key_function: KeyFunction = make_key_function(config.hashing.key)
         self.transport: Transport | None = None
         self._front: Front | None = None
@@ -110,16 +119,23 @@ class Server:
         # Bound before any replica starts, so a port in use fails at once; not listening
         # yet, so nobody is accepted before the replicas can serve.
         sock = _bind(cfg.listen.host, cfg.listen.port)
-        if self.config_path is not None:
-            self._config_fingerprint = await asyncio.to_thread(fingerprint, self.config_path)
-        self.transport = HttptoolsTransport(cfg.proxy)
-        await self.pool.refresh_ring()
+        try:
+            if self.config_path is not None:
+                self._config_fingerprint = await asyncio.to_thread(fingerprint, self.config_path)
+            self.transport = HttptoolsTransport(cfg.proxy)
+            await self.pool.refresh_ring()
+            # Deaths are followed from before the first replica starts.
+            self.tasks.spawn(self.backend.watch(), name="backend-watch")
+            adopted = await self._adoptable(await self.backend.open())
+        except BaseException:
+            sock.close()
+            raise
         if cfg.replicas.backend == "static":
             initial = self.control.start_initial(
                 len(cfg.replicas.static), [s.hostname for s in cfg.replicas.static]
             )
         else:
-            initial = self.control.start_initial(cfg.replicas.count)
+            initial = self.control.start_initial(cfg.replicas.count, adopted=adopted)
         # Open the port once the replicas answer, so the first client is served, not refused.
         if not await self.supervisor.wait_up(initial, cfg.health.startup_timeout):
             down = [r.hostname for r in initial if not r.up.is_set()]
@@ -141,7 +157,7 @@ class Server:
                 watch_config(
                     self.config_path,
                     lambda: self.config.reload.interval,
-                    self.apply,
+                    self._reloaded,
                     self._config_fingerprint,
                 ),
                 name="config-watch",
@@ -169,7 +185,28 @@ class Server:
             await self.transport.close()
         log.info("stopped")
 
+    async def _adoptable(self, handles: list[ReplicaHandle]) -> list[ReplicaHandle]:
+        """The replicas left running by an earlier balancer that fit under replicas.max;
+        the others (highest slots) are stopped."""
+        cap = self.config.replicas.max
+        if len(handles) <= cap:
+            return handles
+        keep, extra = handles[:cap], handles[cap:]
+        log.warning("stopping %d running replicas above replicas.max (%d)", len(extra), cap)
+        await asyncio.gather(*(self.backend.stop(h) for h in extra))
+        return keep
+
     # -- reload ----------------------------------------------------------------------------
+
+    async def _reloaded(self, config: Config) -> None:
+        """config.yaml changed: apply it, with the command line's overrides still on top."""
+        if self.overrides:
+            try:
+                config = with_overrides(config, **self.overrides)
+            except ConfigError as e:
+                log.error("config reload rejected, keeping the running configuration: %s", e)
+                return
+        await self.apply(config)
 
     async def apply(self, new: Config) -> None:
         """Apply a changed configuration to the running balancer."""

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 import aiohttp
 
 from ._config import Config
-from ._errors import BackendError
+from ._errors import BackendError, NameInUseError
 from ._names import random_name
 from ._pool import Pool, Replica, State
 from ._tasks import TaskSet
@@ -113,8 +113,13 @@ class Supervisor:
     async def _keep(self, replica: Replica) -> None:
         failures = 0
         failed_at: float | None = None
+        # A replica handed over already running (adopted by a restarted balancer) is only
+        # probed; if it does not answer it is stopped and started afresh like any other.
+        adopted = replica.handle is not None and self._backend.manages_lifecycle
         while True:
-            if await self._bring_up(replica):
+            up = await self._bring_up(replica, start=not adopted)
+            adopted = False
+            if up:
                 failures = 0
                 if failed_at is not None:
                     self.recoveries.append((replica.slot, failed_at, time.monotonic()))
@@ -125,10 +130,7 @@ class Supervisor:
                     continue  # a static server comes back by itself or not at all
                 # The replacement starts at once; a hung replica may take stop_timeout to go.
                 self._stop_in_background(replica)
-                old = replica.hostname
-                replica.hostname = random_name(
-                    self._config().replicas.name_prefix, self._pool.hostnames()
-                )
+                old, replica.hostname = replica.hostname, self._fresh_name()
                 replica.restarts += 1
                 log.warning("replacing %s in slot %d with %s", old, replica.slot, replica.hostname)
                 continue
@@ -144,13 +146,19 @@ class Supervisor:
             )
             await asyncio.sleep(delay)
 
-    async def _bring_up(self, replica: Replica) -> bool:
-        """Start the slot's replica and wait for its heartbeat. False if it did not come up."""
+    async def _bring_up(self, replica: Replica, start: bool = True) -> bool:
+        """Start the slot's replica (unless ``start`` is False: it runs already) and wait for
+        its heartbeat. False if it did not come up."""
         replica.state = State.STARTING
-        if self._backend.manages_lifecycle or replica.handle is None:
+        if start and (self._backend.manages_lifecycle or replica.handle is None):
             self.start_attempts.append((replica.slot, time.monotonic()))
             try:
                 replica.handle = await self._backend.start(replica.hostname, replica.slot)
+            except NameInUseError as e:
+                # The slot must be served: under another name, since this one is not ours.
+                replica.hostname = self._fresh_name()
+                log.warning("%s; slot %d takes the name %s", e, replica.slot, replica.hostname)
+                return False
             except BackendError as e:
                 log.error("cannot start %s: %s", replica.hostname, e)
                 return False
@@ -221,6 +229,9 @@ class Supervisor:
                     return f"missed {misses} heartbeats"
         finally:
             exited.cancel()
+
+    def _fresh_name(self) -> str:
+        return random_name(self._config().replicas.name_prefix, self._pool.hostnames())
 
     async def _mark_down(self, replica: Replica, reason: str) -> None:
         log.warning("replica %s (slot %d) is down: %s", replica.hostname, replica.slot, reason)

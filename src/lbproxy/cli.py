@@ -8,10 +8,13 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from ._config import Config, load_config, with_overrides
 from ._errors import ConfigError, LbproxyError
-from ._runtime import run
+from ._runtime import raise_open_files_limit, run
 
 
 def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -23,13 +26,35 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         default=Path("config.yaml"),
         help="path of config.yaml (default: ./config.yaml); edits are applied live",
     )
-    p.add_argument("--backend", choices=["process", "static"], help="override replicas.backend")
+    p.add_argument(
+        "--backend", choices=["process", "docker", "static"], help="override replicas.backend"
+    )
     p.add_argument("--host", help="override listen.host")
     p.add_argument("--port", type=int, help="override listen.port")
     p.add_argument("--replicas", type=int, help="override replicas.count")
     p.add_argument(
+        "--set",
+        dest="settings",
+        metavar="FIELD=VALUE",
+        action="append",
+        type=_setting,
+        default=[],
+        help="override any field, e.g. --set replicas.docker.network=mynet (repeatable; "
+        "VALUE is YAML); overrides stay in force when config.yaml is reloaded",
+    )
+    p.add_argument(
         "--check", action="store_true", help="validate the configuration, print it and exit"
     )
+
+
+def _setting(text: str) -> tuple[str, Any]:
+    field, sep, value = text.partition("=")
+    if not sep or not field:
+        raise argparse.ArgumentTypeError(f"{text!r} is not FIELD=VALUE")
+    try:
+        return field.strip(), yaml.safe_load(value)
+    except yaml.YAMLError as e:
+        raise argparse.ArgumentTypeError(f"{text!r}: VALUE is not valid YAML: {e}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,26 +73,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(args: argparse.Namespace) -> Config:
-    config = load_config(args.config) if args.config.exists() else None
-    if config is None:
-        if args.config != Path("config.yaml"):
-            raise ConfigError(f"{args.config}: no such file")
-        config = Config()
-    overrides = {
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The fields the command line sets, as dotted names."""
+    flags = {
         "replicas.backend": args.backend,
         "listen.host": args.host,
         "listen.port": args.port,
         "replicas.count": args.replicas,
     }
-    set_ = {k: v for k, v in overrides.items() if v is not None}
-    return with_overrides(config, **set_) if set_ else config
+    return {**dict(args.settings), **{k: v for k, v in flags.items() if v is not None}}
 
 
-async def _serve(config: Config, path: Path | None) -> None:
+def _load(args: argparse.Namespace, overrides: dict[str, Any]) -> Config:
+    config = load_config(args.config) if args.config.exists() else None
+    if config is None:
+        if args.config != Path("config.yaml"):
+            raise ConfigError(f"{args.config}: no such file")
+        config = Config()
+    return with_overrides(config, **overrides) if overrides else config
+
+
+async def _serve(config: Config, path: Path | None, overrides: dict[str, Any]) -> None:
     from ._server import Server
 
-    server = Server(config, path)
+    server = Server(config, path, overrides)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, server.request_shutdown)
@@ -88,16 +117,18 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
     )
+    overrides = _overrides(args)
     try:
-        config = _load(args)
+        config = _load(args, overrides)
     except ConfigError as e:
         print(f"lbproxy: invalid configuration: {e}", file=sys.stderr)
         return 2
     if args.check:
         print(config.model_dump_json(indent=2))
         return 0
+    raise_open_files_limit()
     try:
-        run(_serve(config, args.config if args.config.exists() else None))
+        run(_serve(config, args.config if args.config.exists() else None, overrides))
     except LbproxyError as e:
         print(f"lbproxy: {e}", file=sys.stderr)
         return 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,8 +23,23 @@ class Backend(Protocol):
     #: False for backends that route to replicas they neither start nor stop (static).
     manages_lifecycle: bool
 
+    async def open(self) -> list[ReplicaHandle]:
+        """Get ready to run replicas (raises BackendError when that is impossible) and return
+        the running replicas an earlier balancer left behind, to adopt in their slots."""
+        ...
+
+    async def watch(self) -> None:
+        """Learn of replica deaths as they happen, for as long as the balancer runs (the
+        Server runs this as a tracked task); returns at once if ``wait_exit`` needs no help."""
+        ...
+
     async def start(self, hostname: str, slot: int) -> ReplicaHandle:
         """Start a replica; returns once it exists (not once it answers). Raises BackendError."""
+        ...
+
+    async def unavailable(self, hostnames: Sequence[str]) -> list[str]:
+        """Those of ``hostnames`` (free in the pool) that something outside this balancer
+        already uses, so a replica cannot take them."""
         ...
 
     async def stop(self, handle: ReplicaHandle) -> None:

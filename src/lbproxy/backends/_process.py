@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Sequence
 
 from .._config import ProcessBackendConfig
 from .._errors import BackendError
@@ -33,6 +34,13 @@ class ProcessBackend:
     def pid(self, handle: ReplicaHandle) -> int | None:
         proc = self._procs.get(handle)
         return proc.pid if proc else None
+
+    async def open(self) -> list[ReplicaHandle]:
+        # Child processes die with their balancer: there is never anything to adopt.
+        return []
+
+    async def watch(self) -> None:
+        return  # the event loop's child watcher reports exits to wait_exit
 
     async def start(self, hostname: str, slot: int) -> ReplicaHandle:
         host = self._config.host
@@ -70,6 +78,9 @@ class ProcessBackend:
         handle = ReplicaHandle(hostname=hostname, slot=slot, address=address, ident=str(proc.pid))
         self._procs[handle] = proc
         return handle
+
+    async def unavailable(self, hostnames: Sequence[str]) -> list[str]:
+        return []  # hostnames are only labels here
 
     async def stop(self, handle: ReplicaHandle) -> None:
         proc = self._procs.get(handle)

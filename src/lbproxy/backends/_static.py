@@ -22,6 +22,12 @@ class StaticBackend:
     def hostnames(self) -> list[str]:
         return list(self._addresses)
 
+    async def open(self) -> list[ReplicaHandle]:
+        return []
+
+    async def watch(self) -> None:
+        return
+
     async def start(self, hostname: str, slot: int) -> ReplicaHandle:
         address = self._addresses.get(hostname)
         if address is None:
@@ -29,6 +35,9 @@ class StaticBackend:
         handle = ReplicaHandle(hostname=hostname, slot=slot, address=address, ident=address)
         self._handles[hostname] = handle
         return handle
+
+    async def unavailable(self, hostnames: Sequence[str]) -> list[str]:
+        return []  # hostnames are only labels here
 
     async def stop(self, handle: ReplicaHandle) -> None:
         self._handles.pop(handle.hostname, None)
