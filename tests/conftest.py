@@ -223,6 +223,106 @@ async def eventually(
         await asyncio.sleep(interval)
 
 
+# -- raw upstreams: servers whose every byte the test decides ------------------------------
+
+
+class RawRequest:
+    def __init__(self, method: str, target: str, headers: list[tuple[str, str]], body: bytes):
+        self.method = method
+        self.target = target
+        self.headers = headers
+        self.body = body
+
+    def header(self, name: str) -> str | None:
+        return next((v for k, v in self.headers if k.lower() == name.lower()), None)
+
+
+async def read_raw_request(reader: asyncio.StreamReader) -> RawRequest | None:
+    """One HTTP/1.1 request (Content-Length or chunked body); None at a clean EOF."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError:
+        return None
+    lines = head.decode("latin-1").split("\r\n")
+    method, target, _ = lines[0].split(" ", 2)
+    headers = [(k, v.strip()) for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)]
+    req = RawRequest(method, target, headers, b"")
+    if "chunked" in (req.header("Transfer-Encoding") or "").lower():
+        body = bytearray()
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            if size == 0:
+                await reader.readuntil(b"\r\n")
+                break
+            body += await reader.readexactly(size)
+            await reader.readexactly(2)
+        req.body = bytes(body)
+    elif req.header("Content-Length"):
+        req.body = await reader.readexactly(int(req.header("Content-Length") or 0))
+    return req
+
+
+def raw_response(status: int, body: bytes = b"", headers: str = "") -> bytes:
+    """A complete answer with a Content-Length (``headers``: extra lines, each ending CRLF)."""
+    return f"HTTP/1.1 {status} X\r\nContent-Length: {len(body)}\r\n{headers}\r\n".encode() + body
+
+
+RawHandler = Callable[
+    [RawRequest, asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[bool]
+]
+
+
+class RawUpstream:
+    """A server that answers /heartbeat itself and hands every other request to the test.
+
+    The handler gets (request, reader, writer, number of the connection from 1) and returns
+    whether to go on reading requests on that connection.
+    """
+
+    def __init__(self) -> None:
+        self.address = ""
+        self.connections = 0
+        self.requests: list[RawRequest] = []
+        self.writers: list[asyncio.StreamWriter] = []
+
+
+@pytest.fixture
+async def raw_upstream() -> AsyncIterator[Callable[[RawHandler], Awaitable[RawUpstream]]]:
+    servers: list[tuple[asyncio.Server, RawUpstream]] = []
+
+    async def start(handler: RawHandler) -> RawUpstream:
+        up = RawUpstream()
+
+        async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            up.connections += 1
+            number = up.connections
+            up.writers.append(writer)
+            try:
+                while (req := await read_raw_request(reader)) is not None:
+                    if req.target == "/heartbeat":
+                        writer.write(raw_response(200))
+                        continue
+                    up.requests.append(req)
+                    if not await handler(req, reader, writer, number):
+                        break
+            except (ConnectionError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(on_connection, "127.0.0.1", 0)
+        up.address = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        servers.append((server, up))
+        return up
+
+    yield start
+    for server, up in servers:
+        server.close()
+        for w in up.writers:
+            w.close()
+        await server.wait_closed()
+
+
 # --- Docker -------------------------------------------------------------------------------------
 
 REPO = Path(__file__).resolve().parent.parent

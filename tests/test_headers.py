@@ -5,7 +5,17 @@ from __future__ import annotations
 import pytest
 from multidict import CIMultiDict
 
-from lbproxy._headers import HOP_BY_HOP, downstream_headers, strip_hop_by_hop, upstream_headers
+from lbproxy._headers import (
+    CRLF,
+    HOP_BY_HOP,
+    REWRITTEN,
+    SEP,
+    decode_wire,
+    downstream_headers,
+    encode_headers,
+    strip_hop_by_hop,
+    upstream_headers,
+)
 
 HOP = [
     ("Connection", "keep-alive"),
@@ -154,3 +164,26 @@ def test_downstream_strips_hop_by_hop() -> None:
         ("Set-Cookie", "b=2"),
         ("Content-Length", "10"),
     ]
+
+
+def test_headers_without_rewritten_ones_pass_on_as_they_are() -> None:
+    # What the hot path relies on: the client's header block, then upstream_headers([]).
+    headers = [("Host", "h"), ("X-Request-Id", "1"), ("Accept", "*/*"), ("X-Multi", "a")]
+    assert not {k.lower() for k, _ in headers} & REWRITTEN
+    extra = [("X-Extra", "1")]
+    assert upstream_headers(headers, "10.0.0.1", "http", "h", extra) == [
+        *headers,
+        *upstream_headers([], "10.0.0.1", "http", "h", extra),
+    ]
+    lines = [part for k, v in headers for part in (k.encode(), SEP, v.encode(), CRLF)]
+    assert b"".join(lines) == encode_headers(headers)
+    assert decode_wire(lines) == headers
+    assert encode_headers(headers) == b"Host: h\r\nX-Request-Id: 1\r\nAccept: */*\r\nX-Multi: a\r\n"
+
+
+def test_each_rewritten_header_changes_what_goes_upstream() -> None:
+    for name in [*HOP_BY_HOP, "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"]:
+        assert name in REWRITTEN
+        headers = [(name.title(), "v")]
+        full = upstream_headers(headers, "10.0.0.1", "http", "h")
+        assert full != [*headers, *upstream_headers([], "10.0.0.1", "http", "h")], name

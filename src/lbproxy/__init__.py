@@ -3,6 +3,7 @@
 from ._config import Config, load_config, parse_config, parse_config_text
 from ._errors import (
     BackendError,
+    ClientDisconnectedError,
     ConfigError,
     LbproxyError,
     NameInUseError,
@@ -20,6 +21,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BackendError",
+    "ClientDisconnectedError",
     "Config",
     "ConfigError",
     "HashRing",

@@ -205,9 +205,13 @@ class ProxyConfig(_Model):
     connect_timeout: Seconds = 2.0
     #: Longest wait for the replica's answer headers, and between two reads of its body.
     read_timeout: Seconds = 60.0
-    #: Most upstream connections kept open at once (all replicas together).
+    #: Most idle keep-alive connections kept per replica. Busy ones are not capped: a request
+    #: never queues for a connection, so this should cover the clients' concurrency.
     pool_size: int = Field(512, ge=1, le=100_000)
+    #: An idle upstream connection older than this is closed instead of reused.
     keepalive_timeout: Seconds = 15.0
+    #: A client connection with no request under way for this long is closed.
+    client_keepalive_timeout: Seconds = 75.0
 
 
 class ReloadConfig(_Model):

@@ -42,3 +42,7 @@ class UpstreamTimeoutError(UpstreamError):
 
 class UpstreamProtocolError(UpstreamError):
     """The replica broke the exchange after it started (reset, malformed answer)."""
+
+
+class ClientDisconnectedError(LbproxyError):
+    """The client went away before its request body was complete: nothing to answer."""

@@ -22,6 +22,13 @@ HOP_BY_HOP = frozenset(
 )
 
 
+#: Request headers that ``upstream_headers`` rewrites. For headers with none of them (the
+#: usual case) the result is the headers themselves followed by
+#: ``upstream_headers([], ...)``, which the hot path uses to pass the client's header
+#: block on as it came, without decoding it.
+REWRITTEN = HOP_BY_HOP | {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"}
+
+
 def _connection_tokens(headers: Iterable[tuple[str, str]]) -> set[str]:
     tokens: set[str] = set()
     for name, value in headers:
@@ -72,3 +79,22 @@ def upstream_headers(
 def downstream_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     """Headers of a replica's answer as sent to the client."""
     return strip_hop_by_hop(headers)
+
+
+def encode_headers(headers: Iterable[tuple[str, str]]) -> bytes:
+    """Header lines as they go on the wire (each ends with CRLF)."""
+    return "".join([f"{k}: {v}\r\n" for k, v in headers]).encode("latin-1")
+
+
+#: Parsers keep headers as *wire lines*, a flat list of ``name, SEP, value, CRLF`` for each
+#: header as it came, so the block that passes on unchanged is one ``b"".join`` away.
+SEP = b": "
+CRLF = b"\r\n"
+
+
+def decode_wire(lines: list[bytes]) -> list[tuple[str, str]]:
+    """(name, value) of each header in wire lines, decoded."""
+    return [
+        (k.decode("latin-1"), v.decode("latin-1"))
+        for k, v in zip(lines[0::4], lines[2::4], strict=True)
+    ]

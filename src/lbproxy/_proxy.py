@@ -1,29 +1,36 @@
-"""The data path: pick replicas on the ring, stream the request there and the answer back."""
+"""The data path: pick replicas on the ring, stream the request there and the answer back.
+
+Two ways through it, with the same rules:
+- ``serve_now``, the hot path: a bodiless, idempotent request whose replica has an idle
+  kept-alive connection is sent at once from the front's parser callback, and an answer
+  that arrives whole is relayed from the transport's; no task, no future. Anything else
+  that turns up on the way (a stale connection, a failure, a body still streaming) is
+  handed to a task running the general path.
+- ``handle``, the general path, a coroutine: connects, streams request bodies, retries
+  on the next replica, waits for slow answers.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from itertools import islice
 
-from aiohttp import web
-from multidict import CIMultiDict
-
 from ._config import Config
-from ._errors import UpstreamConnectError, UpstreamError, UpstreamTimeoutError
-from ._headers import downstream_headers, upstream_headers
+from ._errors import (
+    ClientDisconnectedError,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamTimeoutError,
+)
+from ._front import Request
+from ._headers import downstream_headers, encode_headers, upstream_headers
 from ._keys import REQUEST_ID_HEADER, KeyFunction
-from ._messages import failure, missing_endpoint
-from ._pool import Pool
-from .transport import Transport, UpstreamResponse
+from ._messages import Answer, failure, missing_endpoint
+from ._pool import Pool, Replica, State
+from .transport import IDEMPOTENT, Transport, UpstreamResponse
 
 log = logging.getLogger("lbproxy.proxy")
-
-
-async def _request_body(content: web.StreamReader) -> AsyncIterator[bytes]:
-    # Chunk by chunk as the client sends; the reader pauses the client when we fall behind.
-    async for chunk in content.iter_any():
-        yield chunk
 
 
 class Proxy:
@@ -38,19 +45,106 @@ class Proxy:
         self._transport = transport
         self._config = config
         self._key_function = key_function
+        #: Encoded X-Forwarded-* lines by (client address, Host): the same for every request
+        #: on a connection, so built once rather than per request.
+        self._forwarded: dict[tuple[str | None, str | None], bytes] = {}
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        config = self._config()  # one snapshot per request, even if a reload lands meanwhile
+    def _prepare(self, request: Request) -> tuple[str, bytes]:
+        """The request's routing key and the (encoded) headers it goes upstream with."""
         key, generated = self._key_function()(request)
         # A generated request id goes upstream too, so the replica's logs can be correlated.
         extra = (
-            [(REQUEST_ID_HEADER, key)] if generated and config.hashing.key == "request_id" else []
+            [(REQUEST_ID_HEADER, key)]
+            if generated and self._config().hashing.key == "request_id"
+            else []
         )
+        if request.end_to_end:  # the usual case: the client's headers go on as they came
+            return key, b"".join(request.header_lines) + self._forwarded_lines(request, extra)
         headers = upstream_headers(
-            request.headers.items(), request.remote, request.scheme, request.host, extra
+            request.header_items, request.remote, request.scheme, request.host, extra
         )
-        body = _request_body(request.content) if request.body_exists else None
-        attempts = 1 + config.proxy.retries
+        return key, encode_headers(headers)
+
+    def _forwarded_lines(self, request: Request, extra: list[tuple[str, str]]) -> bytes:
+        """``upstream_headers([], ...)`` encoded: what goes after the client's own headers."""
+        if extra:
+            return encode_headers(
+                upstream_headers([], request.remote, request.scheme, request.host, extra)
+            )
+        where = (request.remote, request.host)
+        lines = self._forwarded.get(where)
+        if lines is None:
+            if len(self._forwarded) >= 4096:
+                self._forwarded.clear()
+            lines = encode_headers(
+                upstream_headers([], request.remote, request.scheme, request.host)
+            )
+            self._forwarded[where] = lines
+        return lines
+
+    # -- the hot path ------------------------------------------------------------------------
+
+    def serve_now(self, request: Request) -> bool:
+        """Send ``request`` without a task if it qualifies; False: use ``handle``.
+
+        Only bodiless idempotent requests qualify, so that one found to have gone out on a
+        connection the replica had just closed can be sent again."""
+        if request.has_body or request.method not in IDEMPOTENT or request.host is None:
+            return False
+        key, headers = self._prepare(request)
+        pool = self._pool
+        replica = pool.replicas.get(pool.ring.lookup(key))  # type: ignore[arg-type]
+        if replica is None or replica.state is not State.UP:
+            return False  # the general path walks on to the next replica
+        address = replica.address
+        if address is None:
+            return False
+
+        def answered(resp: UpstreamResponse) -> None:
+            self._answered(request, replica, resp)
+
+        exchange = self._transport.send_nowait(
+            address, request.method, request.target, headers, answered
+        )
+        if exchange is None:
+            return False
+        request.on_disconnect = exchange.release
+        return True
+
+    def _answered(self, request: Request, replica: Replica, resp: UpstreamResponse) -> None:
+        request.on_disconnect = None
+        try:
+            if resp.error is not None:
+                resp.release()
+                if resp.stale:
+                    request.spawn(self.handle(request))  # sent again, on another connection
+                else:
+                    request.answer(self._failure(replica, resp.error))
+                    request.done()
+            elif self._relay_now(request, resp):
+                resp.release()
+                request.done()
+            else:
+                request.spawn(self._relay_rest(request, resp))
+        except Exception:
+            # Called from the transport's protocol: a bug here must cost one request only.
+            log.exception("%s %s failed", request.method, request.target)
+            resp.release()
+            request.abort()
+            request.done()
+
+    async def _relay_rest(self, request: Request, resp: UpstreamResponse) -> None:
+        try:
+            await self._stream(request, resp)
+        finally:
+            resp.release()
+
+    # -- the general path --------------------------------------------------------------------
+
+    async def handle(self, request: Request) -> None:
+        attempts = 1 + self._config().proxy.retries
+        key, headers = self._prepare(request)
+        body = request if request.has_body else None
         tried: list[str] = []
         resp: UpstreamResponse | None = None
         for replica in islice(self._pool.route(key), attempts):
@@ -58,57 +152,89 @@ class Proxy:
             if address is None:
                 continue
             tried.append(replica.hostname)
+            sent = (
+                headers
+                if request.host is not None
+                else headers + b"Host: %s\r\n" % address.encode()
+            )
             try:
                 resp = await self._transport.request(
-                    address, request.method, request.raw_path, headers, body
+                    address, request.method, request.target, sent, body
                 )
                 break
             except UpstreamConnectError as e:
                 log.warning("%s; trying the next replica", e)
                 replica.suspect.set()
-            except UpstreamTimeoutError:
-                return failure(
-                    f"Replica {replica.hostname} did not answer within "
-                    f"{config.proxy.read_timeout:g}s",
-                    504,
-                )
+            except ClientDisconnectedError as e:
+                log.info("client went away while sending its request: %s", e)
+                return
             except UpstreamError as e:
-                if request.transport is None or request.transport.is_closing():
-                    # The client left mid-upload; the replica is not to blame.
-                    log.info("client went away while sending its request: %s", e)
-                else:
-                    log.warning("replica %s failed: %s", replica.hostname, e)
-                return failure(f"Replica {replica.hostname} failed to answer", 502)
+                request.answer(self._failure(replica, e))
+                return
         if resp is None:
             if not tried:
-                return failure("No healthy replica is available", 503, {"Retry-After": "1"})
-            return failure(f"Could not connect to any replica (tried {', '.join(tried)})", 502)
-        return await self._relay(request, resp)
-
-    async def _relay(self, request: web.Request, resp: UpstreamResponse) -> web.StreamResponse:
+                request.answer(
+                    failure("No healthy replica is available", 503, {"Retry-After": "1"})
+                )
+            else:
+                request.answer(
+                    failure(f"Could not connect to any replica (tried {', '.join(tried)})", 502)
+                )
+            return
         try:
-            if resp.status == 404:
-                return missing_endpoint(request.path)
-            out = web.StreamResponse(
-                status=resp.status,
-                reason=resp.reason or None,
-                headers=CIMultiDict(downstream_headers(resp.headers)),
-            )
-            await out.prepare(request)
-            try:
-                async for chunk in resp.body():
-                    await out.write(chunk)
-                await out.write_eof()
-            except UpstreamError as e:
-                # Too late for an error status: cut the client's connection so the short
-                # body cannot pass for a complete one.
-                log.warning("%s %s: %s", request.method, request.path, e)
-                if request.transport is not None:
-                    request.transport.abort()
-            except ConnectionResetError:
-                # The client went away mid-answer: an everyday event, not a server error.
-                # The unread upstream answer is closed (not reused) below.
-                log.info("%s %s: client disconnected mid-answer", request.method, request.path)
-            return out
+            if not self._relay_now(request, resp):
+                await self._stream(request, resp)
         finally:
-            await resp.aclose()
+            resp.release()
+
+    # -- shared ------------------------------------------------------------------------------
+
+    def _failure(self, replica: Replica, error: BaseException) -> Answer:
+        if isinstance(error, UpstreamTimeoutError):
+            return failure(
+                f"Replica {replica.hostname} did not answer within "
+                f"{self._config().proxy.read_timeout:g}s",
+                504,
+            )
+        log.warning("replica %s failed: %s", replica.hostname, error)
+        return failure(f"Replica {replica.hostname} failed to answer", 502)
+
+    def _relay_now(self, request: Request, resp: UpstreamResponse) -> bool:
+        """Relay an answer that needs no waiting (no body, or all of it in); False if not."""
+        if resp.status == 404:
+            request.answer(missing_endpoint(request.path))
+            return True
+        if not resp.has_body:
+            request.send_whole(resp.status, resp.reason, self._headers(resp), b"", "none")
+            return True
+        if resp.complete:  # the usual small answer: all of it in one write
+            framing = "length" if resp.length is not None else "chunked"
+            request.send_whole(resp.status, resp.reason, self._headers(resp), resp.take(), framing)
+            return True
+        return False
+
+    @staticmethod
+    def _headers(resp: UpstreamResponse) -> bytes:
+        if resp.end_to_end:  # the usual case: the replica's headers go on as they came
+            return b"".join(resp.header_lines)
+        return encode_headers(downstream_headers(resp.headers))
+
+    async def _stream(self, request: Request, resp: UpstreamResponse) -> None:
+        """Relay an answer whose body is still arriving, as it arrives."""
+        framing = "length" if resp.length is not None else "chunked"
+        request.start(resp.status, resp.reason, self._headers(resp), framing)
+        try:
+            while chunk := await resp.read():
+                request.write(chunk)
+                if request.write_paused:
+                    await request.drain()
+        except UpstreamError as e:
+            # Too late for an error status: cut the client's connection so the short
+            # body cannot pass for a complete one.
+            log.warning("%s %s: %s", request.method, request.path, e)
+            request.abort()
+            return
+        except ClientDisconnectedError:
+            log.info("%s %s: client disconnected mid-answer", request.method, request.path)
+            return
+        request.end()

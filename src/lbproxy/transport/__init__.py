@@ -1,6 +1,6 @@
 """The upstream transport: how the proxy talks HTTP to a replica, behind one small interface."""
 
-from ._aiohttp import AiohttpTransport
-from ._base import Transport, UpstreamResponse
+from ._base import IDEMPOTENT, RequestBody, Transport, UpstreamResponse
+from ._httptools import HttptoolsTransport
 
-__all__ = ["AiohttpTransport", "Transport", "UpstreamResponse"]
+__all__ = ["IDEMPOTENT", "HttptoolsTransport", "RequestBody", "Transport", "UpstreamResponse"]

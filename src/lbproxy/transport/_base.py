@@ -2,31 +2,80 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import Callable
 from typing import Protocol
+
+#: Methods whose request may be sent again when a reused connection turns out to have been
+#: closed by the replica before it answered anything (RFC 9110 section 9.2.2: idempotent).
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+
+
+class RequestBody(Protocol):
+    """A request body as it arrives from the client, never held whole.
+
+    ``length`` is the declared Content-Length, or None when the body is sent without one
+    (chunked). ``read()`` returns the next piece, ``b""`` once the body is complete, and
+    raises ``ClientDisconnectedError`` if the client left before sending all of it.
+    """
+
+    length: int | None
+
+    async def read(self) -> bytes: ...
 
 
 class UpstreamResponse(Protocol):
-    """A replica's answer whose body has not been read yet."""
+    """A replica's answer whose head is in and whose body may still be arriving."""
 
     status: int
     reason: str
-    headers: list[tuple[str, str]]
+    #: Headers as the replica sent them, as wire lines (``_headers.SEP``), undecoded.
+    header_lines: list[bytes]
+    #: True when the headers hold no hop-by-hop one (so they pass on without filtering).
+    end_to_end: bool
 
-    def body(self) -> AsyncIterator[bytes]:
-        """The body as it arrives; raises UpstreamError subclasses if the replica breaks off."""
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        """The headers, decoded (for filtering)."""
         ...
 
-    async def aclose(self) -> None:
-        """Give the connection back (when the body was read to the end) or close it."""
+    #: The declared Content-Length; None when the body is chunked or ends with the connection.
+    length: int | None
+    #: False for answers that never have a body (HEAD, 1xx, 204, 304).
+    has_body: bool
+    #: True once the whole body has arrived (it may still be waiting in the buffer).
+    complete: bool
+    #: Why the exchange failed (an ``UpstreamError``), or None; see ``Transport.send_nowait``.
+    error: BaseException | None
+    #: The failure is a reused connection the replica had closed: nothing was answered.
+    stale: bool
+
+    def take(self) -> bytes:
+        """Everything received and not taken yet, without waiting (``b""`` if nothing)."""
+        ...
+
+    async def read(self) -> bytes:
+        """The next piece of the body, waiting for it; ``b""`` at the end.
+
+        Raises ``UpstreamTimeoutError`` when the replica stalls for longer than the read
+        timeout and ``UpstreamProtocolError`` when it breaks off the answer.
+        """
+        ...
+
+    def release(self) -> None:
+        """Done with the answer: the connection is reused if the body was read to its end,
+        closed otherwise. Safe to call more than once."""
         ...
 
 
 class Transport(Protocol):
-    """Sends one request to one replica and returns as soon as the answer's headers are in.
+    """Sends one request to one replica and returns as soon as the answer's head is in.
+
+    ``headers`` are the request's header lines, encoded (``_headers.encode_headers``).
 
     Raises ``UpstreamConnectError`` when nothing was sent (the caller may try another replica),
-    ``UpstreamTimeoutError`` when the replica is too slow, ``UpstreamProtocolError`` otherwise.
+    ``UpstreamTimeoutError`` when the replica is too slow, ``UpstreamProtocolError`` otherwise;
+    ``ClientDisconnectedError`` from the body passes through (the replica's connection is
+    closed, so it never takes a cut body for a complete one).
     """
 
     async def request(
@@ -34,8 +83,25 @@ class Transport(Protocol):
         address: str,
         method: str,
         target: str,
-        headers: list[tuple[str, str]],
-        body: AsyncIterable[bytes] | None,
+        headers: bytes,
+        body: RequestBody | None,
     ) -> UpstreamResponse: ...
+
+    def send_nowait(
+        self,
+        address: str,
+        method: str,
+        target: str,
+        headers: bytes,
+        on_answer: Callable[[UpstreamResponse], None],
+    ) -> UpstreamResponse | None:
+        """The hot path for a bodiless request: sent at once on an idle kept-alive connection,
+        with no task and no waiting; None when there is no idle connection to ``address``.
+
+        ``on_answer(response)`` is called once: when the answer's head is in (``complete``
+        tells whether its body is too), or when the exchange failed (``error`` is set, and
+        ``stale`` when the request may simply be sent again).
+        """
+        ...
 
     async def close(self) -> None: ...

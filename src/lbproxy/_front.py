@@ -1,0 +1,763 @@
+"""The balancer's HTTP/1.1 server on port 5000: asyncio protocols and httptools' C parser.
+
+Every client connection is one ``_ClientConnection`` protocol. Requests are parsed as bytes
+arrive and answered one at a time and in order, so pipelined requests are safe: /rep, /add
+and /rm by the admin API in a task; everything else by the proxy, from the parser's callback
+when ``Proxy.serve_now`` can (the hot path), else in a task running ``Proxy.handle``.
+Request bodies are handed on as they arrive and reading from the client pauses while more
+than ``BODY_HIGH_WATER`` bytes wait; answers wait for ``drain`` when the client reads slowly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import http
+import logging
+import time
+from collections.abc import Callable, Coroutine, Iterator, Mapping
+from email.utils import formatdate
+from http.cookies import CookieError, SimpleCookie
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+import httptools
+
+from ._admin import MAX_ADMIN_BODY, AdminApi, body_too_large
+from ._errors import ClientDisconnectedError
+from ._headers import CRLF, REWRITTEN, SEP, decode_wire, encode_headers
+from ._messages import JSON, Answer, failure
+
+log = logging.getLogger("lbproxy.front")
+
+#: Limits on a request's head; beyond them the client gets 414 or 431 and is disconnected.
+MAX_TARGET = 8190
+MAX_HEADER_LINE = 8190
+MAX_HEADERS = 100
+MAX_HEAD = 64 * 1024
+#: Reading from a client pauses once this much of its request body waits to be sent on.
+BODY_HIGH_WATER = 256 * 1024
+#: How long a connection that will be closed keeps reading (and discarding) what the client
+#: still sends, so that closing it does not reset the answer the client has yet to read.
+LINGER = 2.0
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_ALLOW = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+_REWRITTEN = frozenset(h.encode() for h in REWRITTEN)
+#: Request headers the connection looks at; the others are passed on untouched.
+_NOTED = _REWRITTEN | {b"content-length", b"expect"}
+_REASONS = {s.value: s.phrase for s in http.HTTPStatus}
+
+
+class _HeadTooLarge(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        self.message = message
+
+
+class Headers(Mapping[str, str]):
+    """A request's headers as a case-insensitive mapping (first value of a repeated name)."""
+
+    __slots__ = ("_first",)
+
+    def __init__(self, first: dict[bytes, bytes]) -> None:
+        self._first = first  # lower-cased name -> value, as parsed
+
+    def __getitem__(self, name: str) -> str:
+        return self._first[name.lower().encode("latin-1")].decode("latin-1")
+
+    def get(self, name: str, default: Any = None) -> Any:
+        value = self._first.get(name.lower().encode("latin-1"))
+        return default if value is None else value.decode("latin-1")
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower().encode("latin-1") in self._first
+
+    def __iter__(self) -> Iterator[str]:
+        return (k.decode("latin-1") for k in self._first)
+
+    def __len__(self) -> int:
+        return len(self._first)
+
+
+class Request:
+    """One client request: its head, its body as it arrives, and the means to answer it.
+
+    It is also the ``RequestBody`` the upstream transport streams from, and the
+    ``RequestView`` key functions read.
+    """
+
+    __slots__ = (
+        "_body_waiter",
+        "_chunks",
+        "_conn",
+        "_first",
+        "_task",
+        "body_done",
+        "buffered",
+        "cancel_on_disconnect",
+        "chunked",
+        "end_to_end",
+        "expect_continue",
+        "finished",
+        "has_body",
+        "header_lines",
+        "host",
+        "http10",
+        "keep_alive",
+        "length",
+        "method",
+        "on_disconnect",
+        "started",
+        "target",
+    )
+
+    scheme = "http"
+
+    def __init__(
+        self,
+        conn: _ClientConnection,
+        method: str,
+        target: str,
+        header_lines: list[bytes],
+        first: dict[bytes, bytes],
+        keep_alive: bool,
+        http10: bool,
+    ) -> None:
+        self._conn = conn
+        self.method = method
+        self.target = target
+        #: Wire lines (``_headers.SEP``), passed on as they are when nothing needs rewriting.
+        self.header_lines = header_lines
+        self._first = first
+        host = first.get(b"host")
+        self.host: str | None = host.decode("latin-1") if host is not None else None
+        self.keep_alive = keep_alive
+        self.http10 = http10
+        self.length: int | None = None
+        self.chunked = False
+        self.end_to_end = True  # no header that upstream_headers rewrites
+        self.has_body = False
+        self.expect_continue = False
+        self.body_done = False
+        self.buffered = 0
+        self._chunks: list[bytes] = []
+        self._body_waiter: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.cancel_on_disconnect = False
+        #: Called if the client goes away while the request is served without a task.
+        self.on_disconnect: Callable[[], None] | None = None
+        self.started = False  # the answer's head went out
+        self.finished = False  # the whole answer went out
+
+    # -- what key functions and the proxy read -----------------------------------------------
+
+    @property
+    def headers(self) -> Headers:
+        return Headers(self._first)
+
+    @property
+    def header_items(self) -> list[tuple[str, str]]:
+        return decode_wire(self.header_lines)
+
+    @property
+    def remote(self) -> str | None:
+        return self._conn.remote
+
+    @property
+    def raw_path(self) -> str:
+        """The request target without its query, as sent (not decoded)."""
+        return self.target.partition("?")[0]
+
+    @property
+    def path(self) -> str:
+        return unquote(self.raw_path)
+
+    @property
+    def query(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for k, v in parse_qsl(self.target.partition("?")[2], keep_blank_values=True):
+            out.setdefault(k, v)
+        return out
+
+    @property
+    def cookies(self) -> dict[str, str]:
+        cookie: SimpleCookie = SimpleCookie()
+        for k, v in self.header_items:
+            if k.lower() == "cookie":
+                with contextlib.suppress(CookieError):
+                    cookie.load(v)
+        return {k: m.value for k, m in cookie.items()}
+
+    # -- the body (RequestBody) --------------------------------------------------------------
+
+    async def read(self) -> bytes:
+        """The next piece of the body; b"" once it is complete."""
+        while True:
+            chunks = self._chunks
+            if chunks:
+                data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                self._chunks = []
+                self.buffered = 0
+                self._conn.update_reading()
+                return data
+            if self.body_done:
+                return b""
+            conn = self._conn
+            if conn.lost or conn.eof:
+                raise ClientDisconnectedError("the client left before sending its whole body")
+            if self.expect_continue:
+                self.expect_continue = False
+                conn.write(_CONTINUE)
+            self._body_waiter = waiter = conn.loop.create_future()
+            try:
+                await waiter
+            finally:
+                self._body_waiter = None
+
+    async def read_all(self, limit: int) -> bytes | None:
+        """The whole body if it is at most ``limit`` bytes, else None (the rest left unread)."""
+        if self.length is not None and self.length > limit:
+            return None
+        data = bytearray()
+        while chunk := await self.read():
+            data += chunk
+            if len(data) > limit:
+                return None
+        return bytes(data)
+
+    def _feed(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self.buffered += len(data)
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._body_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- answering ---------------------------------------------------------------------------
+
+    def _head(self, status: int, reason: str, headers: bytes, extra: bytes) -> bytes:
+        conn = self._conn
+        if self.keep_alive and (not self.body_done or (conn.closing and not conn.pending)):
+            # The body was not read to its end, or no more requests will be read.
+            self.keep_alive = False
+        if not self.keep_alive:
+            extra += b"Connection: close\r\n"
+        elif self.http10:
+            extra += b"Connection: keep-alive\r\n"
+        self.started = True
+        return b"HTTP/1.1 %d %s\r\n%s%s\r\n" % (status, reason.encode("latin-1"), headers, extra)
+
+    def answer(self, answer: Answer) -> None:
+        """Send one of the balancer's own (JSON) answers, whole."""
+        headers = encode_headers(
+            [
+                ("Content-Type", JSON),
+                ("Content-Length", str(len(answer.body))),
+                ("Date", formatdate(usegmt=True)),
+                *answer.headers,
+            ]
+        )
+        head = self._head(answer.status, _REASONS.get(answer.status, ""), headers, b"")
+        self._conn.write(head if self.method == "HEAD" else head + answer.body)
+        self.finished = True
+
+    def send_whole(
+        self, status: int, reason: str, headers: bytes, body: bytes, framing: str
+    ) -> None:
+        """An answer whose body is all at hand, in one write; ``headers`` are encoded header
+        lines, ``framing`` as for ``start``."""
+        if framing == "chunked" and self.http10:
+            head = self._head(status, reason, headers, b"Content-Length: %d\r\n" % len(body))
+        elif framing == "chunked":
+            head = self._head(status, reason, headers, b"Transfer-Encoding: chunked\r\n")
+            body = b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body) if body else b"0\r\n\r\n"
+        else:
+            head = self._head(status, reason, headers, b"")
+        self._conn.write(head + body if body else head)
+        self.finished = True
+
+    def start(self, status: int, reason: str, headers: bytes, framing: str) -> None:
+        """Send an answer's head (``headers``: encoded lines); ``write`` and ``end`` send its
+        body.
+
+        ``framing``: "none" (no body), "length" (the headers carry Content-Length), "chunked"
+        (to be chunked here), "close" (ends when the connection does; for HTTP/1.0 clients).
+        """
+        if framing == "chunked" and self.http10:
+            framing = "close"
+        if framing == "close":
+            self.keep_alive = False
+        extra = b"Transfer-Encoding: chunked\r\n" if framing == "chunked" else b""
+        self._conn.chunked = framing == "chunked"
+        self._conn.write(self._head(status, reason, headers, extra))
+
+    def write(self, data: bytes) -> None:
+        conn = self._conn
+        if conn.chunked:
+            conn.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+        else:
+            conn.write(data)
+
+    def end(self) -> None:
+        conn = self._conn
+        if conn.chunked:
+            conn.write(b"0\r\n\r\n")
+            conn.chunked = False
+        self.finished = True
+
+    @property
+    def write_paused(self) -> bool:
+        return self._conn.write_paused
+
+    async def drain(self) -> None:
+        await self._conn.drain()
+
+    def abort(self) -> None:
+        """Cut the client's connection: a short answer must not pass for a complete one."""
+        self._conn.abort()
+
+    # -- served without a task (Proxy.serve_now) ---------------------------------------------
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Go on serving this request in a task running ``work``."""
+        conn = self._conn
+        if conn.lost:
+            work.close()
+            conn.finish(self)
+            return
+        self.cancel_on_disconnect = True
+        self._task = conn.loop.create_task(conn.serve(self, work))
+
+    def done(self) -> None:
+        """The answer is out (or the request is given up): on to the next request."""
+        self._conn.finish(self)
+
+
+class _ClientConnection(asyncio.Protocol):
+    __slots__ = (
+        "_chunked",
+        "_closed",
+        "_discarding",
+        "_drain",
+        "_end_to_end",
+        "_error",
+        "_expect",
+        "_first",
+        "_head_size",
+        "_length",
+        "_lines",
+        "_requests",
+        "_target",
+        "_timer",
+        "_timer_mark",
+        "chunked",
+        "closing",
+        "current",
+        "eof",
+        "front",
+        "loop",
+        "lost",
+        "parser",
+        "parsing",
+        "pending",
+        "read_paused",
+        "remote",
+        "transport",
+        "write_paused",
+    )
+
+    def __init__(self, front: Front) -> None:
+        self.front = front
+        self.loop = front.loop
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.remote: str | None = None
+        self.current: Request | None = None
+        self.pending: collections.deque[Request] = collections.deque()
+        self.parsing: Request | None = None
+        self.closing = False  # no more requests: after the current answer, close
+        self.lost = False
+        self.eof = False  # the client sent EOF: it may still read
+        self.write_paused = False
+        self.read_paused = False
+        self.chunked = False
+        self._discarding = False  # input is ignored from now on
+        self._closed = False
+        self._drain: asyncio.Future[None] | None = None
+        self._error: Answer | None = None  # a 400/414/431 to send once the current answer ends
+        self._target = b""
+        self._lines: list[bytes] = []
+        self._first: dict[bytes, bytes] = {}
+        self._head_size = 0
+        self._length: int | None = None
+        self._chunked = False
+        self._expect = False
+        self._end_to_end = True
+        self._requests = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_mark = -1
+
+    # -- asyncio.Protocol --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.remote = peer[0] if isinstance(peer, tuple) else None
+        self.front.connections.add(self)
+        self._arm_idle_timer()
+
+    def data_received(self, data: bytes) -> None:
+        if self._discarding:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # Upgrades are not offered (Upgrade is hop-by-hop and dropped): the request is
+            # answered as a plain one, and what follows its head is not HTTP/1.1, so the
+            # connection ends after the answer.
+            self._discarding = True
+            self.closing = True
+        except httptools.HttpParserCallbackError as e:
+            cause = e.__context__
+            if isinstance(cause, _HeadTooLarge):
+                self._reject(failure(cause.message, cause.status))
+            else:
+                log.error("serving a request failed", exc_info=cause)
+                self.abort()
+        except httptools.HttpParserError as e:
+            self._reject(failure(f"Malformed HTTP request: {e}", 400))
+
+    def eof_received(self) -> bool | None:
+        # The client finished sending; answers to what it asked for still go out.
+        self.eof = True
+        self.closing = True
+        if self.parsing is not None:
+            self.parsing._wake()  # a body cut short
+        if self.current is None:
+            self.transport.close()  # type: ignore[union-attr]
+        return True  # keep our side open until the answers are written
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.closing = True
+        self.front.connections.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for req in (self.parsing, self.current, *self.pending):
+            if req is not None:
+                req._wake()
+        self.pending.clear()
+        current = self.current
+        if current is not None:
+            if current.cancel_on_disconnect and current._task is not None:
+                current._task.cancel()
+            elif current.on_disconnect is not None:
+                current.on_disconnect()  # the upstream exchange is dropped, not finished
+                self.finish(current)
+        drain = self._drain
+        if drain is not None and not drain.done():
+            drain.set_exception(ClientDisconnectedError("the client went away"))
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        drain = self._drain
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    # -- httptools callbacks -----------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._target = b""
+        self._lines = []
+        self._first = {}
+        self._head_size = 0
+        self._length = None
+        self._chunked = False
+        self._expect = False
+        self._end_to_end = True
+
+    def on_url(self, url: bytes) -> None:
+        self._target += url
+        if len(self._target) > MAX_TARGET:
+            raise _HeadTooLarge(414, f"Request target is longer than {MAX_TARGET} bytes")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        size = len(name) + len(value)
+        self._head_size += size + 4
+        lines = self._lines
+        if size > MAX_HEADER_LINE or self._head_size > MAX_HEAD or len(lines) >= 4 * MAX_HEADERS:
+            raise _HeadTooLarge(
+                431,
+                f"Request headers are too large (at most {MAX_HEADERS} headers, "
+                f"{MAX_HEADER_LINE} bytes each, {MAX_HEAD} bytes in all)",
+            )
+        lines += (name, SEP, value, CRLF)
+        low = name.lower()
+        first = self._first
+        if low not in first:
+            first[low] = value
+        if low in _NOTED:
+            if low in _REWRITTEN:
+                self._end_to_end = False
+            if low == b"content-length":
+                self._length = int(value)  # the parser has checked it is a number, and only one
+            elif low == b"transfer-encoding":
+                self._chunked = b"chunked" in value.lower()
+            elif low == b"expect":
+                self._expect = value.lower() == b"100-continue"
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        req = Request(
+            self,
+            parser.get_method().decode("latin-1"),
+            self._target.decode("latin-1"),
+            self._lines,
+            self._first,
+            parser.should_keep_alive(),
+            parser.get_http_version() == "1.0",
+        )
+        if self._chunked:
+            req.chunked = req.has_body = True
+        elif self._length:
+            req.length = self._length
+            req.has_body = True
+        req.expect_continue = self._expect and req.has_body and not req.http10
+        req.end_to_end = self._end_to_end
+        self.parsing = req
+        if self.current is None:
+            self._start(req)
+        else:
+            self.pending.append(req)  # pipelined: answered after the ones before it
+            self.update_reading()
+
+    def on_body(self, body: bytes) -> None:
+        req = self.parsing
+        if req is not None:
+            req._feed(body)
+            if req.buffered > BODY_HIGH_WATER and not self.read_paused:
+                self.update_reading()
+
+    def on_message_complete(self) -> None:
+        req = self.parsing
+        if req is not None:
+            self.parsing = None
+            req.body_done = True
+            req._wake()
+
+    # -- serving -----------------------------------------------------------------------------
+
+    def _start(self, req: Request) -> None:
+        self.current = req
+        self._requests += 1
+        front = self.front
+        if req.method == "CONNECT":
+            req.answer(failure("CONNECT is not supported", 405, {"Allow": _ALLOW}))
+            self.finish(req)
+        elif req.raw_path in front.admin.routes:
+            req._task = self.loop.create_task(self.serve(req, front.admin_request(req)))
+        elif not front.serve_now(req):
+            req.cancel_on_disconnect = True
+            req._task = self.loop.create_task(self.serve(req, front.proxy(req)))
+
+    async def serve(self, req: Request, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work``, which answers ``req``, then go on to the next request."""
+        try:
+            await work
+        except ClientDisconnectedError:
+            pass
+        except Exception:
+            log.exception("%s %s failed", req.method, req.target)
+            if not req.started and not self.lost:
+                req.answer(failure("Internal error in the balancer", 500))
+        finally:
+            self.finish(req)
+
+    def finish(self, req: Request) -> None:
+        if self.current is not req:
+            return
+        self.current = None
+        if self.lost:
+            return
+        if not req.finished:
+            self.abort()
+        elif self.pending and req.keep_alive:
+            self._start(self.pending.popleft())
+            self.update_reading()
+        elif self._error is not None:
+            self._reject(self._error)  # what could not be parsed, after what could
+        elif not req.keep_alive or self.closing:
+            self._close()
+        else:
+            self.update_reading()
+
+    def update_reading(self) -> None:
+        """Read from the client unless requests or body bytes are piling up unanswered."""
+        if self.lost or self.transport is None:
+            return
+        req = self.parsing
+        pause = bool(self.pending) or (req is not None and req.buffered > BODY_HIGH_WATER)
+        if pause != self.read_paused:
+            self.read_paused = pause
+            if pause:
+                self.transport.pause_reading()
+            else:
+                self.transport.resume_reading()
+
+    def _reject(self, answer: Answer) -> None:
+        """Answer a request that could not be parsed, then hang up."""
+        self.closing = True
+        self._discarding = True
+        self.parsing = None
+        if self.current is not None:
+            self._error = answer  # after the answers to the requests before it
+            return
+        self._error = None
+        self.write(_plain_answer(answer))
+        self._close()
+
+    def _close(self) -> None:
+        """Close after what was written is sent; keep discarding input for a while so the
+        kernel does not reset the connection under an answer not yet read."""
+        if self.lost or self.transport is None or self._closed:
+            return
+        self._closed = self._discarding = True
+        if self.eof:
+            self.transport.close()
+            return
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self.loop.call_later(LINGER, self._hard_close)
+        else:
+            self.transport.close()
+
+    def _hard_close(self) -> None:
+        if not self.lost and self.transport is not None:
+            self.transport.close()
+
+    def write(self, data: bytes) -> None:
+        if not self.lost and self.transport is not None:
+            self.transport.write(data)
+
+    def writelines(self, data: tuple[bytes, ...]) -> None:
+        if not self.lost and self.transport is not None:
+            self.transport.writelines(data)
+
+    async def drain(self) -> None:
+        if self.lost:
+            raise ClientDisconnectedError("the client went away")
+        if self.write_paused:
+            self._drain = self.loop.create_future()
+            try:
+                await self._drain
+            finally:
+                self._drain = None
+
+    def abort(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    # -- idle connections --------------------------------------------------------------------
+
+    def _arm_idle_timer(self) -> None:
+        self._timer_mark = self._requests
+        self._timer = self.loop.call_later(self.front.idle_timeout, self._on_idle_timer)
+
+    def _on_idle_timer(self) -> None:
+        # Closed only after a whole period with no request started and none under way,
+        # so a busy connection costs no timer work per request.
+        self._timer = None
+        if self.lost:
+            return
+        if self.current is None and self._requests == self._timer_mark:
+            self._close()
+            return
+        self._arm_idle_timer()
+
+    def shutdown(self) -> None:
+        """Shutting down: no more requests; an idle connection closes now."""
+        self.closing = True
+        if self.current is None:
+            self._close()
+
+
+def _plain_answer(answer: Answer) -> bytes:
+    head = encode_headers(
+        [
+            ("Content-Type", JSON),
+            ("Content-Length", str(len(answer.body))),
+            *answer.headers,
+            ("Connection", "close"),
+        ]
+    )
+    status = f"HTTP/1.1 {answer.status} {_REASONS.get(answer.status, '')}\r\n"
+    return status.encode("latin-1") + head + b"\r\n" + answer.body
+
+
+class Front:
+    """The HTTP server on the balancer's port, owned and closed by ``Server``."""
+
+    def __init__(
+        self,
+        admin: AdminApi,
+        proxy: Callable[[Request], Coroutine[Any, Any, None]],
+        serve_now: Callable[[Request], bool],
+        idle_timeout: float,
+    ) -> None:
+        self.admin = admin
+        #: The general path (a coroutine per request) and the hot one (True if it took it).
+        self.proxy = proxy
+        self.serve_now = serve_now
+        self.idle_timeout = idle_timeout
+        self.connections: set[_ClientConnection] = set()
+        self.loop = asyncio.get_running_loop()
+        self._server: asyncio.Server | None = None
+
+    async def start(self, sock: Any, backlog: int = 1024) -> None:
+        sock.listen(backlog)
+        self._server = await self.loop.create_server(
+            lambda: _ClientConnection(self), sock=sock, backlog=backlog
+        )
+
+    async def admin_request(self, req: Request) -> None:
+        path = req.raw_path
+        denied = self.admin.method_allowed(path, req.method)
+        if denied is not None:
+            req.answer(denied)
+            return
+        body = await req.read_all(MAX_ADMIN_BODY)
+        if body is None:
+            req.answer(body_too_large())
+            return
+        req.answer(await self.admin.handle(path, body))
+
+    async def close(self, timeout: float) -> None:
+        """Stop accepting, close idle connections, let answers under way finish (up to
+        ``timeout``), then cut what is left."""
+        if self._server is None:
+            return
+        server, self._server = self._server, None
+        server.close()
+        for conn in list(self.connections):
+            conn.shutdown()
+        deadline = time.monotonic() + timeout
+        while any(c.current is not None for c in self.connections):
+            if time.monotonic() > deadline:
+                log.warning("cutting %d answers still under way", len(self.connections))
+                break
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            conn.abort()
+        await server.wait_closed()

@@ -1,0 +1,634 @@
+"""Upstream transport on asyncio protocols and httptools' C parser, keep-alive pools per replica.
+
+One ``_Connection`` protocol per TCP connection to a replica, parsing answers with httptools as
+they arrive; one ``_HostPool`` per replica address keeps idle connections for reuse (most
+recently used first, so the ones a replica is about to time out are the ones left unused).
+Nothing is read whole: a body is handed on piece by piece, and reading from the replica is
+paused while more than ``HIGH_WATER`` bytes wait for a slow client (and writing to it waits
+for ``drain``), so backpressure holds both ways.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+from collections.abc import Callable
+
+import httptools
+
+from .._config import ProxyConfig
+from .._errors import UpstreamConnectError, UpstreamProtocolError, UpstreamTimeoutError
+from .._headers import CRLF, HOP_BY_HOP, SEP, decode_wire
+from ._base import IDEMPOTENT, RequestBody
+
+log = logging.getLogger("lbproxy.transport")
+
+#: Reading from a replica pauses once this much of its answer waits for the client.
+HIGH_WATER = 256 * 1024
+
+_HOP_BY_HOP = frozenset(h.encode() for h in HOP_BY_HOP)
+#: Answer headers the connection looks at; the others are passed on untouched.
+_NOTED = _HOP_BY_HOP | {b"content-length"}
+
+
+class _StaleConnection(Exception):
+    """A reused connection was closed by the replica before any of the answer came back."""
+
+
+class _Response:
+    """One exchange on a connection; what ``Transport.request`` returns (UpstreamResponse)."""
+
+    __slots__ = (
+        "_chunks",
+        "_conn",
+        "_error",
+        "_released",
+        "_waiter",
+        "body_started",
+        "close_delimited",
+        "complete",
+        "end_to_end",
+        "has_body",
+        "head_done",
+        "head_only",
+        "header_lines",
+        "length",
+        "reason",
+        "received",
+        "status",
+    )
+
+    def __init__(self, conn: _Connection, head_only: bool) -> None:
+        self._conn = conn
+        self.head_only = head_only
+        self.status = 0
+        self.reason = ""
+        self.header_lines: list[bytes] = []
+        self.length: int | None = None
+        self.end_to_end = True
+        self.has_body = True
+        self.complete = False
+        self.head_done = False
+        self.close_delimited = False
+        self.received = False  # any byte of the answer has come in
+        self.body_started = False  # any byte of the request body was taken from the client
+        self._chunks: list[bytes] = []
+        self._error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._released = False
+
+    # -- for the proxy -----------------------------------------------------------------------
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        return decode_wire(self.header_lines)
+
+    def take(self) -> bytes:
+        chunks = self._chunks
+        if not chunks:
+            return b""
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        self._chunks = []
+        self._conn.buffered = 0
+        if self._conn.read_paused:
+            self._conn.resume_reading()
+        return data
+
+    async def read(self) -> bytes:
+        while True:
+            if self._chunks:
+                return self.take()
+            if self._error is not None:
+                raise self._error
+            if self.complete:
+                return b""
+            await self._wait()
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._conn.finish(self)
+
+    @property
+    def error(self) -> BaseException | None:
+        """Why the exchange failed (``UpstreamError``), or None."""
+        error = self._error
+        if isinstance(error, _StaleConnection):
+            return UpstreamProtocolError(
+                f"{self._conn.pool.address} closed a kept-alive connection"
+            )
+        return error
+
+    @property
+    def stale(self) -> bool:
+        """The replica closed the reused connection before answering anything: the request
+        (bodiless, idempotent) may be sent again on another connection."""
+        return isinstance(self._error, _StaleConnection)
+
+    # -- for the connection ------------------------------------------------------------------
+
+    async def _wait(self) -> None:
+        self._waiter = waiter = self._conn.loop.create_future()
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def fail(self, error: BaseException) -> None:
+        if self._error is None and not self.complete:
+            self._error = error
+            self._wake()
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection to a replica, serving one exchange at a time."""
+
+    __slots__ = (
+        "_drain",
+        "_exchange",
+        "_interim",
+        "_last_activity",
+        "_length_known",
+        "_on_answer",
+        "_status",
+        "_timer",
+        "_waiting_on_client",
+        "_write_paused",
+        "buffered",
+        "closed",
+        "idle",
+        "idle_since",
+        "keep_alive",
+        "loop",
+        "parser",
+        "pool",
+        "read_paused",
+        "reused",
+        "transport",
+    )
+
+    def __init__(self, pool: _HostPool) -> None:
+        self.pool = pool
+        self.loop = pool.loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.closed = False
+        self.idle = False  # in the pool's idle list
+        self.reused = False
+        self.idle_since = 0.0
+        self.read_paused = False
+        self.buffered = 0
+        self.keep_alive = False
+        self._exchange: _Response | None = None
+        self._status = b""
+        self._interim = False
+        self._length_known = False
+        self._write_paused = False
+        self._drain: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._last_activity = 0.0
+        self._waiting_on_client = False
+        #: For ``send_nowait``: called once the answer's head is in, or the exchange failed.
+        self._on_answer: Callable[[_Response], None] | None = None
+
+    # -- asyncio.Protocol --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        ex = self._exchange
+        if ex is None or ex.complete:
+            # Bytes nobody asked for: the connection's framing can no longer be trusted.
+            self.keep_alive = False
+            if ex is None:
+                self.abort()
+            return
+        ex.received = True
+        self._last_activity = self.loop.time()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as e:
+            ex.fail(UpstreamProtocolError(f"{self.pool.address} sent a malformed answer: {e}"))
+            self.abort()
+        if self._on_answer is not None and (ex.head_done or ex._error is not None):
+            self._notify(ex)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.idle:
+            self.pool.forget(self)
+        self._cancel_timer()
+        ex = self._exchange
+        if ex is not None and not ex.complete:
+            if ex.head_done and ex.close_delimited:
+                self._complete(ex)  # an answer without a length ends when the replica hangs up
+            elif self.reused and not ex.received:
+                ex.fail(_StaleConnection())
+            else:
+                what = "its answer" if ex.head_done else "the connection before answering"
+                ex.fail(UpstreamProtocolError(f"{self.pool.address} broke off {what}"))
+        self._wake_drain()
+        if ex is not None and self._on_answer is not None:
+            self._notify(ex)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._last_activity = self.loop.time()
+        self._wake_drain()
+
+    # -- httptools callbacks -----------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._status = b""
+        self._length_known = False
+        ex = self._exchange
+        if ex is not None:
+            ex.header_lines = []
+            ex.length = None
+            ex.end_to_end = True
+
+    def on_status(self, status: bytes) -> None:
+        self._status += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        ex = self._exchange
+        if ex is None:
+            return
+        ex.header_lines += (name, SEP, value, CRLF)
+        low = name.lower()
+        if low in _NOTED:
+            if low == b"content-length":
+                self._length_known = True
+                ex.length = int(value)  # the parser has checked it
+            elif low == b"transfer-encoding":
+                self._length_known = True
+            if low in _HOP_BY_HOP:
+                ex.end_to_end = False
+
+    def on_headers_complete(self) -> None:
+        ex = self._exchange
+        if ex is None:
+            return
+        status = self.parser.get_status_code()
+        if 100 <= status < 200:
+            if status == 101:
+                ex.fail(UpstreamProtocolError(f"{self.pool.address} switched protocols"))
+                self.abort()
+            self._interim = True  # an interim answer (103 Early Hints...): wait for the final
+            return
+        ex.status = status
+        ex.reason = self._status.decode("latin-1")
+        ex.head_done = True
+        self.keep_alive = self.parser.should_keep_alive()
+        if ex.head_only or status == 204 or status == 304:
+            ex.has_body = False
+        if ex.head_only:
+            # httptools cannot be told that a HEAD answer has no body: the answer ends here,
+            # and the next exchange on this connection gets a fresh parser.
+            self.parser = httptools.HttpResponseParser(self)
+            self._complete(ex)
+        elif ex.has_body and not self._length_known:
+            ex.close_delimited = True
+            self.keep_alive = False
+        ex._wake()
+        self._wake_drain()  # a request body still being sent stops: the replica has answered
+
+    def on_body(self, body: bytes) -> None:
+        ex = self._exchange
+        if ex is None or ex.complete:
+            self.keep_alive = False  # more than the answer said it would be
+            return
+        ex._chunks.append(body)
+        self.buffered += len(body)
+        if self.buffered > HIGH_WATER and not self.read_paused:
+            self.read_paused = True
+            assert self.transport is not None
+            self.transport.pause_reading()
+        ex._wake()
+
+    def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
+        ex = self._exchange
+        if ex is not None and not ex.complete:
+            self._complete(ex)
+
+    # -- the exchange ------------------------------------------------------------------------
+
+    def send_nowait(
+        self, head: bytes, head_only: bool, on_answer: Callable[[_Response], None]
+    ) -> _Response:
+        """Send a bodiless request; ``on_answer`` is called when the head is in or it failed."""
+        assert self.transport is not None
+        ex = _Response(self, head_only)
+        self._exchange = ex
+        self._on_answer = on_answer
+        self.keep_alive = False
+        self._last_activity = self.loop.time()
+        if self._timer is None:
+            self._arm(self.pool.read_timeout)
+        self.transport.write(head)
+        return ex
+
+    def _notify(self, ex: _Response) -> None:
+        on_answer, self._on_answer = self._on_answer, None
+        if on_answer is not None:
+            on_answer(ex)
+
+    async def send(
+        self, head: bytes, body: RequestBody | None, head_only: bool, chunked: bool
+    ) -> _Response:
+        """Send a request and wait for the answer's head; the body streams while it comes."""
+        assert self.transport is not None
+        ex = _Response(self, head_only)
+        self._exchange = ex
+        self.keep_alive = False
+        self._last_activity = self.loop.time()
+        if self._timer is None:
+            self._arm(self.pool.read_timeout)
+        try:
+            self.transport.write(head)
+            if body is not None:
+                await self._send_body(ex, body, chunked)
+            while not ex.head_done and ex._error is None:
+                await ex._wait()
+        except BaseException:
+            # Cancelled, or the client left mid-body: the replica must see a cut request.
+            self.abort()
+            raise
+        if not ex.head_done:
+            error = ex._error
+            assert error is not None
+            self.finish(ex)
+            if isinstance(error, _StaleConnection) and ex.body_started:
+                raise UpstreamProtocolError(
+                    f"{self.pool.address} closed the connection during the request"
+                )
+            raise error
+        return ex
+
+    async def _send_body(self, ex: _Response, body: RequestBody, chunked: bool) -> None:
+        assert self.transport is not None
+        transport = self.transport
+        while True:
+            self._waiting_on_client = True
+            try:
+                chunk = await body.read()
+            finally:
+                self._waiting_on_client = False
+            ex.body_started = True
+            if ex.head_done or ex._error is not None or self.closed:
+                # The replica answered (or failed) before the body was all sent: what it
+                # still expects never comes, so the connection is not reused.
+                self.keep_alive = False
+                return
+            if chunked:
+                transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
+                if not chunk:
+                    return
+            elif not chunk:
+                return
+            else:
+                transport.write(chunk)
+            self._last_activity = self.loop.time()
+            if self._write_paused:
+                self._drain = self.loop.create_future()
+                try:
+                    await self._drain
+                finally:
+                    self._drain = None
+
+    def _complete(self, ex: _Response) -> None:
+        ex.complete = True
+        ex._wake()
+
+    def finish(self, ex: _Response) -> None:
+        """The proxy is done with ``ex``: back to the pool if the connection is clean."""
+        if self._exchange is not ex:
+            return
+        self._exchange = None
+        self._on_answer = None
+        if ex.complete and ex._error is None and self.keep_alive and not self.closed:
+            if self.read_paused:
+                self.resume_reading()
+            self.pool.release(self)
+        elif ex.complete and ex._error is None:
+            self.close()
+        else:
+            self.abort()  # mid-answer: reset, so the replica cannot take it for complete
+
+    # -- read timeout ------------------------------------------------------------------------
+
+    def _arm(self, delay: float) -> None:
+        self._timer = self.loop.call_later(delay, self._on_timer)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _on_timer(self) -> None:
+        # One timer per connection, left armed between exchanges rather than set and
+        # cancelled for each: it checks when it fires whether the replica was quiet too long.
+        self._timer = None
+        ex = self._exchange
+        if self.closed or ex is None:
+            return  # idle: re-armed by the next exchange
+        if ex.complete or ex._error is not None:
+            self._arm(self.pool.read_timeout)
+            return
+        timeout = self.pool.read_timeout
+        if self.read_paused or self._waiting_on_client:
+            self._arm(timeout)  # waiting for the client, not for the replica
+            return
+        quiet = self.loop.time() - self._last_activity
+        if quiet < timeout * 0.999:
+            self._arm(timeout - quiet)
+            return
+        ex.fail(UpstreamTimeoutError(f"{self.pool.address} sent nothing for {timeout:g}s"))
+        self.abort()
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def resume_reading(self) -> None:
+        self.read_paused = False
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    def _wake_drain(self) -> None:
+        drain = self._drain
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class _HostPool:
+    """Idle keep-alive connections to one replica address, at most ``size`` of them."""
+
+    def __init__(self, address: str, config: ProxyConfig, loop: asyncio.AbstractEventLoop) -> None:
+        self.address = address
+        self.loop = loop
+        host, _, port = address.rpartition(":")
+        self._host = host.strip("[]")
+        self._port = int(port)
+        self._size = config.pool_size
+        self._keepalive = config.keepalive_timeout
+        self._connect_timeout = config.connect_timeout
+        self.read_timeout = config.read_timeout
+        self._idle: collections.deque[_Connection] = collections.deque()
+        self.closing = False
+
+    def acquire(self) -> _Connection | None:
+        idle = self._idle
+        while idle:
+            conn = idle.pop()
+            conn.idle = False
+            transport = conn.transport
+            if not conn.closed and transport is not None and not transport.is_closing():
+                conn.reused = True
+                return conn
+        return None
+
+    async def connect(self) -> _Connection:
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                _, conn = await self.loop.create_connection(
+                    lambda: _Connection(self), self._host, self._port
+                )
+        except TimeoutError:
+            raise UpstreamConnectError(f"timed out connecting to {self.address}") from None
+        except OSError as e:
+            raise UpstreamConnectError(
+                f"cannot connect to {self.address}: {e.strerror or e}"
+            ) from None
+        return conn
+
+    def release(self, conn: _Connection) -> None:
+        idle = self._idle
+        if self.closing or len(idle) >= self._size:
+            conn.close()
+            return
+        now = self.loop.time()
+        conn.idle_since = now
+        conn.idle = True
+        idle.append(conn)
+        # The longest-idle connections sit at the left end; drop those past keepalive_timeout.
+        while idle and now - idle[0].idle_since > self._keepalive:
+            old = idle.popleft()
+            old.idle = False
+            old.close()
+
+    def forget(self, conn: _Connection) -> None:
+        conn.idle = False
+        with contextlib.suppress(ValueError):
+            self._idle.remove(conn)
+
+    def close(self) -> None:
+        self.closing = True
+        while self._idle:
+            conn = self._idle.pop()
+            conn.idle = False
+            conn.close()
+
+    def __len__(self) -> int:
+        return len(self._idle)
+
+
+def encode_head(method: str, target: str, headers: bytes, chunked: bool) -> bytes:
+    return b"%s %s HTTP/1.1\r\n%s%s\r\n" % (
+        method.encode("latin-1"),
+        target.encode("latin-1"),
+        headers,
+        b"Transfer-Encoding: chunked\r\n" if chunked else b"",
+    )
+
+
+class HttptoolsTransport:
+    """The upstream transport: keep-alive HTTP/1.1 to replicas, ``pool_size`` idle per replica."""
+
+    def __init__(self, config: ProxyConfig) -> None:
+        self._config = config
+        self._pools: dict[str, _HostPool] = {}
+        self._closed = False
+
+    def idle_connections(self, address: str) -> int:
+        pool = self._pools.get(address)
+        return len(pool) if pool is not None else 0
+
+    async def request(
+        self,
+        address: str,
+        method: str,
+        target: str,
+        headers: bytes,
+        body: RequestBody | None,
+    ) -> _Response:
+        pool = self._pools.get(address)
+        if pool is None:
+            if self._closed:
+                raise UpstreamConnectError("the balancer is shutting down")
+            pool = self._pools[address] = _HostPool(
+                address, self._config, asyncio.get_running_loop()
+            )
+        chunked = body is not None and body.length is None
+        head = encode_head(method, target, headers, chunked)
+        head_only = method == "HEAD"
+        conn = pool.acquire() or await pool.connect()
+        try:
+            return await conn.send(head, body, head_only, chunked)
+        except _StaleConnection:
+            if method not in IDEMPOTENT:
+                raise UpstreamProtocolError(
+                    f"{address} closed a kept-alive connection as the request went out"
+                ) from None
+        # The replica closed the idle connection just as it was reused: nothing of the answer
+        # came back and none of the request body was taken, so an idempotent request goes
+        # out again on a fresh connection.
+        log.debug("%s closed a reused connection; sending again on a new one", address)
+        conn = await pool.connect()
+        try:
+            return await conn.send(head, body, head_only, chunked)
+        except _StaleConnection:
+            raise UpstreamProtocolError(f"{address} closed the connection at once") from None
+
+    def send_nowait(
+        self,
+        address: str,
+        method: str,
+        target: str,
+        headers: bytes,
+        on_answer: Callable[[_Response], None],
+    ) -> _Response | None:
+        """See ``Transport.send_nowait``."""
+        pool = self._pools.get(address)
+        conn = pool.acquire() if pool is not None else None
+        if conn is None:
+            return None
+        head = encode_head(method, target, headers, False)
+        return conn.send_nowait(head, method == "HEAD", on_answer)
+
+    async def close(self) -> None:
+        self._closed = True
+        for pool in self._pools.values():
+            pool.close()
