@@ -284,6 +284,97 @@ async def test_slow_client_holds_back_the_replica(upstream: Any, balancer: Any) 
     writer.close()
 
 
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+async def test_client_stalled_mid_upload_gets_408_and_frees_the_replica(
+    framing: str, upstream: Any, balancer: Any
+) -> None:
+    outcomes: asyncio.Queue[str] = asyncio.Queue()
+
+    async def sink(request: web.Request) -> web.Response:
+        n = 0
+        try:
+            async for chunk in request.content.iter_any():
+                n += len(chunk)
+        except Exception as e:
+            await outcomes.put(f"error {type(e).__name__} after {n}")
+            raise
+        await outcomes.put(f"complete {n}")
+        return web.json_response({"bytes": n})
+
+    address = await upstream({"/sink": sink})
+    server = await balancer(static(address, client_timeout=0.4))
+    client = await Client.open(server)
+    if framing == "content-length":
+        client.send(b"POST /sink HTTP/1.1\r\nHost: lb\r\nContent-Length: 10000\r\n\r\n")
+        client.send(b"u" * 100)
+    else:
+        client.send(b"POST /sink HTTP/1.1\r\nHost: lb\r\nTransfer-Encoding: chunked\r\n\r\n")
+        client.send(b"64\r\n" + b"u" * 100 + b"\r\n")
+    started = time.monotonic()
+    status, headers, body = await client.answer()
+    waited = time.monotonic() - started
+    assert status == 408
+    assert headers["connection"] == "close"
+    assert json.loads(body) == {
+        "message": "<Error> The request was not received in time (nothing for 0.4s)",
+        "status": "failure",
+    }
+    assert 0.35 < waited < 5, waited
+    assert await client.closed()
+    # The replica must not take the cut body for a complete one.
+    outcome = await asyncio.wait_for(outcomes.get(), 10)
+    assert outcome.startswith("error"), outcome
+
+
+async def test_slow_uploads_that_keep_coming_are_not_cut(upstream: Any, balancer: Any) -> None:
+    async def count(request: web.Request) -> web.Response:
+        return web.json_response({"bytes": len(await request.read())})
+
+    address = await upstream({"/count": count})
+    server = await balancer(static(address, client_timeout=0.4))
+    client = await Client.open(server)
+    client.send(b"POST /count HTTP/1.1\r\nHost: lb\r\nContent-Length: 1000\r\n\r\n")
+    for _ in range(10):  # 2 s in all, never 0.4 s without a byte
+        await asyncio.sleep(0.2)
+        client.send(b"u" * 100)
+    status, _, body = await client.answer()
+    assert status == 200
+    assert json.loads(body) == {"bytes": 1000}
+
+
+async def test_client_that_stops_reading_is_cut(upstream: Any, balancer: Any) -> None:
+    size = 256 * MiB
+    outcomes: asyncio.Queue[str] = asyncio.Queue()
+
+    async def big(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        resp.content_length = size
+        await resp.prepare(request)
+        block = b"s" * MiB
+        try:
+            for _ in range(size // MiB):
+                await resp.write(block)
+        except Exception as e:
+            await outcomes.put(f"error {type(e).__name__}")
+            raise
+        await outcomes.put("complete")
+        return resp
+
+    address = await upstream({"/big": big})
+    server = await balancer(static(address, client_timeout=0.4))
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port, limit=MiB)
+    writer.write(b"GET /big HTTP/1.1\r\nHost: lb\r\n\r\n")
+    await reader.readuntil(b"\r\n\r\n")
+    # The client reads nothing: the balancer gives up on it and on the replica's answer.
+    assert (await asyncio.wait_for(outcomes.get(), 10)).startswith("error")
+    got = 0
+    with contextlib.suppress(ConnectionError):
+        while chunk := await asyncio.wait_for(reader.read(MiB), 10):
+            got += len(chunk)
+    assert got < size
+    writer.close()
+
+
 async def test_graceful_shutdown(upstream: Any, balancer: Any) -> None:
     async def slow(request: web.Request) -> web.Response:
         await asyncio.sleep(0.5)
@@ -310,8 +401,10 @@ async def test_graceful_shutdown(upstream: Any, balancer: Any) -> None:
 
 
 async def test_shutdown_cuts_what_outlasts_shutdown_timeout(upstream: Any, balancer: Any) -> None:
+    release = asyncio.Event()  # set at the end, so the replica's teardown need not wait
+
     async def endless(request: web.Request) -> web.Response:
-        await asyncio.sleep(30)
+        await asyncio.wait_for(release.wait(), 30)
         return web.Response(text="never")
 
     address = await upstream({"/endless": endless})
@@ -324,6 +417,7 @@ async def test_shutdown_cuts_what_outlasts_shutdown_timeout(upstream: Any, balan
     assert time.monotonic() - started < 3
     with contextlib.suppress(ConnectionError):
         assert await client.reader.read() == b""  # cut, with no answer passing as complete
+    release.set()
 
 
 async def test_half_closed_client_still_gets_its_answers(

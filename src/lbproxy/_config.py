@@ -212,6 +212,9 @@ class ProxyConfig(_Model):
     keepalive_timeout: Seconds = 15.0
     #: A client connection with no request under way for this long is closed.
     client_keepalive_timeout: Seconds = 75.0
+    #: A client that, mid-request, sends none of its body or reads none of the answer for
+    #: this long has its connection cut (with a 408 if none of the answer went out yet).
+    client_timeout: Seconds = 60.0
 
 
 class ReloadConfig(_Model):

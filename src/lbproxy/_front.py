@@ -348,12 +348,16 @@ class _ClientConnection(asyncio.Protocol):
         "_expect",
         "_first",
         "_head_size",
+        "_idle_since",
+        "_io_since",
         "_length",
         "_lines",
         "_requests",
+        "_resumes",
+        "_rx",
+        "_seen",
         "_target",
         "_timer",
-        "_timer_mark",
         "chunked",
         "closing",
         "current",
@@ -398,8 +402,11 @@ class _ClientConnection(asyncio.Protocol):
         self._expect = False
         self._end_to_end = True
         self._requests = 0
+        self._rx = 0  # data_received calls: progress of a client sending a request body
+        self._resumes = 0  # resume_writing calls: progress of a client reading an answer
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_mark = -1
+        self._seen = (0, 0, 0)  # (_requests, _rx, _resumes) at the last tick
+        self._io_since = self._idle_since = self.loop.time()
 
     # -- asyncio.Protocol --------------------------------------------------------------------
 
@@ -408,9 +415,10 @@ class _ClientConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.remote = peer[0] if isinstance(peer, tuple) else None
         self.front.connections.add(self)
-        self._arm_idle_timer()
+        self._arm_timer()
 
     def data_received(self, data: bytes) -> None:
+        self._rx += 1
         if self._discarding:
             return
         try:
@@ -468,6 +476,7 @@ class _ClientConnection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        self._resumes += 1
         drain = self._drain
         if drain is not None and not drain.done():
             drain.set_result(None)
@@ -669,22 +678,64 @@ class _ClientConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    # -- idle connections --------------------------------------------------------------------
+    # -- idle and stalled connections ----------------------------------------------------------
 
-    def _arm_idle_timer(self) -> None:
-        self._timer_mark = self._requests
-        self._timer = self.loop.call_later(self.front.idle_timeout, self._on_idle_timer)
+    def _arm_timer(self) -> None:
+        self._timer = self.loop.call_later(self.front.tick, self._on_timer)
 
-    def _on_idle_timer(self) -> None:
-        # Closed only after a whole period with no request started and none under way,
-        # so a busy connection costs no timer work per request.
+    def _on_timer(self) -> None:
+        # One coarse timer per connection, never touched per request: a busy connection
+        # costs no timer work, and a limit is enforced within a tick of being passed.
         self._timer = None
         if self.lost:
             return
-        if self.current is None and self._requests == self._timer_mark:
-            self._close()
+        now = self.loop.time()
+        seen = (self._requests, self._rx, self._resumes)
+        if seen[0] != self._seen[0] or self.current is not None:
+            self._idle_since = now
+        if seen[1:] != self._seen[1:]:
+            self._io_since = now
+        self._seen = seen
+        front = self.front
+        if self.current is None and not self.write_paused:
+            if now - self._idle_since >= front.idle_timeout:
+                self._close()
+                return
+        elif self._waiting_on_client() and now - self._io_since >= front.client_timeout:
+            self._cut_stalled()
             return
-        self._arm_idle_timer()
+        self._arm_timer()
+
+    def _waiting_on_client(self) -> bool:
+        """Whether the client holds things up: it does not read the answer, or it does not
+        send the rest of a request body that the balancer is ready to read."""
+        if self.write_paused:
+            return True
+        req = self.parsing
+        return req is not None and req is self.current and not self.read_paused
+
+    def _cut_stalled(self) -> None:
+        """A client stalled mid-request for ``client_timeout``: free the replica's connection
+        and the client's; 408 if none of the answer went out yet."""
+        req = self.current
+        if req is None or req.started:
+            self.abort()  # connection_lost drops the upstream exchange
+            return
+        log.info("%s %s: client stalled mid-request; 408", req.method, req.target)
+        self.closing = True
+        self._discarding = True
+        req.keep_alive = False
+        req.answer(
+            failure(
+                f"The request was not received in time (nothing for "
+                f"{self.front.client_timeout:g}s)",
+                408,
+            )
+        )
+        if req._task is not None:
+            req._task.cancel()  # its ending (serve's finally) closes the connection
+        else:
+            self.finish(req)
 
     def shutdown(self) -> None:
         """Shutting down: no more requests; an idle connection closes now."""
@@ -715,12 +766,16 @@ class Front:
         proxy: Callable[[Request], Coroutine[Any, Any, None]],
         serve_now: Callable[[Request], bool],
         idle_timeout: float,
+        client_timeout: float,
     ) -> None:
         self.admin = admin
         #: The general path (a coroutine per request) and the hot one (True if it took it).
         self.proxy = proxy
         self.serve_now = serve_now
         self.idle_timeout = idle_timeout
+        self.client_timeout = client_timeout
+        #: How often each connection checks both limits: they hold to within a quarter.
+        self.tick = min(idle_timeout, client_timeout) / 4
         self.connections: set[_ClientConnection] = set()
         self.loop = asyncio.get_running_loop()
         self._server: asyncio.Server | None = None

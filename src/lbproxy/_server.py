@@ -148,7 +148,11 @@ class Server:
             can_scale=self.backend.manages_lifecycle,
         )
         self._front = Front(
-            admin, proxy.handle, proxy.serve_now, cfg.proxy.client_keepalive_timeout
+            admin,
+            proxy.handle,
+            proxy.serve_now,
+            cfg.proxy.client_keepalive_timeout,
+            cfg.proxy.client_timeout,
         )
         await self._front.start(sock, backlog=1024)
         self.port = sock.getsockname()[1]
