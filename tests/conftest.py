@@ -108,6 +108,24 @@ async def _heartbeat(request: web.Request) -> web.Response:
     return web.Response()
 
 
+def body_sink(outcomes: asyncio.Queue[str]) -> Handler:
+    """An upstream handler that reads the request body to its end and reports how that went:
+    "complete <bytes>", or "error <exception> after <bytes>" for a body cut short."""
+
+    async def sink(request: web.Request) -> web.Response:
+        n = 0
+        try:
+            async for chunk in request.content.iter_any():
+                n += len(chunk)
+        except Exception as e:
+            await outcomes.put(f"error {type(e).__name__} after {n}")
+            raise
+        await outcomes.put(f"complete {n}")
+        return web.json_response({"bytes": n})
+
+    return sink
+
+
 def upstream_app(routes: dict[str, Handler]) -> web.Application:
     """An app serving ``routes`` (any method) plus a /heartbeat that answers 200."""
     app = web.Application()

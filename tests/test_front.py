@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from conftest import RawHandler, RawRequest, RawUpstream, raw_response
+from conftest import RawHandler, RawRequest, RawUpstream, body_sink, raw_response
 from lbproxy import Server
 
 Start = Callable[[RawHandler], Awaitable[RawUpstream]]
@@ -289,19 +289,7 @@ async def test_client_stalled_mid_upload_gets_408_and_frees_the_replica(
     framing: str, upstream: Any, balancer: Any
 ) -> None:
     outcomes: asyncio.Queue[str] = asyncio.Queue()
-
-    async def sink(request: web.Request) -> web.Response:
-        n = 0
-        try:
-            async for chunk in request.content.iter_any():
-                n += len(chunk)
-        except Exception as e:
-            await outcomes.put(f"error {type(e).__name__} after {n}")
-            raise
-        await outcomes.put(f"complete {n}")
-        return web.json_response({"bytes": n})
-
-    address = await upstream({"/sink": sink})
+    address = await upstream({"/sink": body_sink(outcomes)})
     server = await balancer(static(address, client_timeout=0.4))
     client = await Client.open(server)
     if framing == "content-length":

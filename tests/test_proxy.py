@@ -24,7 +24,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from conftest import free_port, upstream_app, url
+from conftest import body_sink, free_port, upstream_app, url
 from lbproxy import HashRing, make_scheme
 from lbproxy._pool import State
 
@@ -963,18 +963,11 @@ async def test_client_disconnects_mid_upload(
 ) -> None:
     outcomes: asyncio.Queue[str] = asyncio.Queue()
     peers: list[Any] = []
+    counted = body_sink(outcomes)
 
-    async def sink(request: web.Request) -> web.Response:
+    async def sink(request: web.Request) -> web.StreamResponse:
         peers.append(request.transport.get_extra_info("peername"))  # type: ignore[union-attr]
-        n = 0
-        try:
-            async for chunk in request.content.iter_any():
-                n += len(chunk)
-        except Exception as e:
-            await outcomes.put(f"error {type(e).__name__} after {n}")
-            raise
-        await outcomes.put(f"complete {n}")
-        return web.json_response({"bytes": n})
+        return await counted(request)
 
     address = await upstream({"/sink": sink})
     server = await balancer(static(("a1", address)))
