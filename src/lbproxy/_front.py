@@ -685,7 +685,8 @@ class _ClientConnection(asyncio.Protocol):
 
     def _on_timer(self) -> None:
         # One coarse timer per connection, never touched per request: a busy connection
-        # costs no timer work, and a limit is enforced within a tick of being passed.
+        # costs no timer work. Activity is noticed at the next tick, so a limit is enforced
+        # at most two ticks (half the smaller limit) late, never early.
         self._timer = None
         if self.lost:
             return
@@ -774,7 +775,7 @@ class Front:
         self.serve_now = serve_now
         self.idle_timeout = idle_timeout
         self.client_timeout = client_timeout
-        #: How often each connection checks both limits: they hold to within a quarter.
+        #: How often each connection checks both limits (see _ClientConnection._on_timer).
         self.tick = min(idle_timeout, client_timeout) / 4
         self.connections: set[_ClientConnection] = set()
         self.loop = asyncio.get_running_loop()
