@@ -92,7 +92,6 @@ class Request:
         "_body_waiter",
         "_chunks",
         "_conn",
-        "_first",
         "_task",
         "body_done",
         "buffered",
@@ -101,6 +100,7 @@ class Request:
         "end_to_end",
         "expect_continue",
         "finished",
+        "first_values",
         "has_body",
         "header_lines",
         "host",
@@ -130,7 +130,8 @@ class Request:
         self.target = target
         #: Wire lines (``_headers.SEP``), passed on as they are when nothing needs rewriting.
         self.header_lines = header_lines
-        self._first = first
+        #: Lower-cased name -> first value, as parsed (what header keys read).
+        self.first_values = first
         host = first.get(b"host")
         self.host: str | None = host.decode("latin-1") if host is not None else None
         self.keep_alive = keep_alive
@@ -155,7 +156,7 @@ class Request:
 
     @property
     def headers(self) -> Headers:
-        return Headers(self._first)
+        return Headers(self.first_values)
 
     @property
     def header_items(self) -> list[tuple[str, str]]:
