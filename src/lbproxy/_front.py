@@ -561,7 +561,8 @@ class _ClientConnection(asyncio.Protocol):
         if req is not None:
             self.parsing = None
             req.body_done = True
-            req._wake()
+            if req._body_waiter is not None:  # rarely: only a body streamed by a task waits
+                req._wake()
 
     # -- serving -----------------------------------------------------------------------------
 
@@ -606,7 +607,9 @@ class _ClientConnection(asyncio.Protocol):
             self._reject(self._error)  # what could not be parsed, after what could
         elif not req.keep_alive or self.closing:
             self._close()
-        else:
+        elif self.read_paused or self.parsing is not None:
+            # Nothing is pending here, so reading needs no change unless it is paused or a
+            # request body is being read: the usual keep-alive request skips the call.
             self.update_reading()
 
     def update_reading(self) -> None:
