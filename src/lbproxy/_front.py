@@ -526,14 +526,19 @@ class _ClientConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         parser = self.parser
+        keep_alive = parser.should_keep_alive()
+        # get_http_version formats a string (~0.1 us). Without a Connection (or
+        # Proxy-Connection) header, only HTTP/1.1 and later keep a connection alive, so the
+        # usual request needs no version check.
+        http10 = False if keep_alive and self._end_to_end else parser.get_http_version() == "1.0"
         req = Request(
             self,
             parser.get_method().decode("latin-1"),
             self._target.decode("latin-1"),
             self._lines,
             self._first,
-            parser.should_keep_alive(),
-            parser.get_http_version() == "1.0",
+            keep_alive,
+            http10,
         )
         if self._chunked:
             req.chunked = req.has_body = True
