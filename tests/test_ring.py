@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from bisect import bisect_left
 from collections import Counter
 from functools import cache
 
@@ -364,3 +365,26 @@ def test_many_replicas_assignment_order_independent() -> None:
     order = list(range(40, 0, -1))
     random.Random(3).shuffle(order)
     assert HashRing(ASSIGNMENT, order).vnodes() == HashRing(ASSIGNMENT, range(1, 41)).vnodes()
+
+
+@pytest.mark.parametrize(
+    ("scheme", "members"),
+    [
+        (DEFAULT, [1, 2, 3]),
+        (make_scheme("default", slots=1000, virtual_nodes=50), [1, 5]),
+        (ASSIGNMENT, [1, 2, 3]),
+        (make_scheme("modulo", slots=7, virtual_nodes=2), [4]),
+    ],
+)
+def test_bucketed_search_matches_bisecting_the_whole_ring(
+    scheme: HashScheme, members: list[int]
+) -> None:
+    ring = HashRing(scheme, members)
+    positions = [p for p, _ in ring.vnodes()]
+    rng = random.Random(SEED)
+    probes = [0, scheme.slots - 1, *(rng.randrange(scheme.slots) for _ in range(2000))]
+    probes += [q for p in positions[:2000] for q in (p - 1, p, p + 1) if 0 <= q < scheme.slots]
+    for position in probes:
+        assert ring._index_of(position) == bisect_left(positions, position), position
+    for key in (str(rng.randint(100_000, 999_999)) for _ in range(500)):
+        assert ring.lookup(key) == ring.owner_at(scheme.key_position(key))

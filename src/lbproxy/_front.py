@@ -92,7 +92,6 @@ class Request:
         "_body_waiter",
         "_chunks",
         "_conn",
-        "_first",
         "_task",
         "body_done",
         "buffered",
@@ -101,6 +100,7 @@ class Request:
         "end_to_end",
         "expect_continue",
         "finished",
+        "first_values",
         "has_body",
         "header_lines",
         "host",
@@ -130,7 +130,8 @@ class Request:
         self.target = target
         #: Wire lines (``_headers.SEP``), passed on as they are when nothing needs rewriting.
         self.header_lines = header_lines
-        self._first = first
+        #: Lower-cased name -> first value, as parsed (what header keys read).
+        self.first_values = first
         host = first.get(b"host")
         self.host: str | None = host.decode("latin-1") if host is not None else None
         self.keep_alive = keep_alive
@@ -155,7 +156,7 @@ class Request:
 
     @property
     def headers(self) -> Headers:
-        return Headers(self._first)
+        return Headers(self.first_values)
 
     @property
     def header_items(self) -> list[tuple[str, str]]:
@@ -525,14 +526,19 @@ class _ClientConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         parser = self.parser
+        keep_alive = parser.should_keep_alive()
+        # get_http_version formats a string (~0.1 us). Without a Connection (or
+        # Proxy-Connection) header, only HTTP/1.1 and later keep a connection alive, so the
+        # usual request needs no version check.
+        http10 = False if keep_alive and self._end_to_end else parser.get_http_version() == "1.0"
         req = Request(
             self,
             parser.get_method().decode("latin-1"),
             self._target.decode("latin-1"),
             self._lines,
             self._first,
-            parser.should_keep_alive(),
-            parser.get_http_version() == "1.0",
+            keep_alive,
+            http10,
         )
         if self._chunked:
             req.chunked = req.has_body = True
@@ -560,7 +566,8 @@ class _ClientConnection(asyncio.Protocol):
         if req is not None:
             self.parsing = None
             req.body_done = True
-            req._wake()
+            if req._body_waiter is not None:  # rarely: only a body streamed by a task waits
+                req._wake()
 
     # -- serving -----------------------------------------------------------------------------
 
@@ -605,7 +612,9 @@ class _ClientConnection(asyncio.Protocol):
             self._reject(self._error)  # what could not be parsed, after what could
         elif not req.keep_alive or self.closing:
             self._close()
-        else:
+        elif self.read_paused or self.parsing is not None:
+            # Nothing is pending here, so reading needs no change unless it is paused or a
+            # request body is being read: the usual keep-alive request skips the call.
             self.update_reading()
 
     def update_reading(self) -> None:

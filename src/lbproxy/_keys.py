@@ -42,16 +42,38 @@ def make_key_function(spec: str) -> KeyFunction:
     over all replicas the way the assignment's random request ids do.
     """
     if spec == "request_id":
-        return _from_mapping("headers", REQUEST_ID_HEADER)
+        return _from_header(REQUEST_ID_HEADER)
     if spec == "client_ip":
         return lambda r: (r.remote, False) if r.remote else (random_request_id(), True)
     if spec == "path":
         return lambda r: (r.path, False)
     kind, _, name = spec.partition(":")
+    if kind == "header" and name:
+        return _from_header(name)
     attr = {"header": "headers", "cookie": "cookies", "query": "query"}.get(kind)
     if attr is None or not name:
         raise ValueError(f"unknown request key {spec!r}")
     return _from_mapping(attr, name)
+
+
+def _from_header(name: str) -> KeyFunction:
+    raw = name.lower().encode("latin-1")
+
+    def key(request: RequestView) -> tuple[str, bool]:
+        # The balancer's own requests keep the first value of each header as parsed
+        # (lower-cased name -> bytes): read it there rather than wrap it in a Mapping for
+        # every request on the hot path.
+        first: dict[bytes, bytes] | None = getattr(request, "first_values", None)
+        if first is not None:
+            raw_value = first.get(raw)
+            value = raw_value.decode("latin-1") if raw_value else None
+        else:
+            value = request.headers.get(name)
+        if value:
+            return value, False
+        return random_request_id(), True
+
+    return key
 
 
 def _from_mapping(attr: str, name: str) -> KeyFunction:

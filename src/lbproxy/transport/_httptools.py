@@ -218,8 +218,10 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError as e:
             ex.fail(UpstreamProtocolError(f"{self.pool.address} sent a malformed answer: {e}"))
             self.abort()
-        if self._on_answer is not None and (ex.head_done or ex._error is not None):
-            self._notify(ex)
+        on_answer = self._on_answer
+        if on_answer is not None and (ex.head_done or ex._error is not None):
+            self._on_answer = None  # _notify inlined: called once per proxied request
+            on_answer(ex)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -301,8 +303,11 @@ class _Connection(asyncio.Protocol):
         elif ex.has_body and not self._length_known:
             ex.close_delimited = True
             self.keep_alive = False
-        ex._wake()
-        self._wake_drain()  # a request body still being sent stops: the replica has answered
+        # Checked here rather than by calling _wake/_wake_drain: on the hot path nobody waits.
+        if ex._waiter is not None:
+            ex._wake()
+        if self._drain is not None:
+            self._wake_drain()  # a request body still being sent stops: the replica answered
 
     def on_body(self, body: bytes) -> None:
         ex = self._exchange
@@ -315,7 +320,8 @@ class _Connection(asyncio.Protocol):
             self.read_paused = True
             assert self.transport is not None
             self.transport.pause_reading()
-        ex._wake()
+        if ex._waiter is not None:
+            ex._wake()
 
     def on_message_complete(self) -> None:
         if self._interim:
@@ -412,7 +418,8 @@ class _Connection(asyncio.Protocol):
 
     def _complete(self, ex: _Response) -> None:
         ex.complete = True
-        ex._wake()
+        if ex._waiter is not None:
+            ex._wake()
 
     def finish(self, ex: _Response) -> None:
         """The proxy is done with ``ex``: back to the pool if the connection is clean."""
