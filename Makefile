@@ -51,8 +51,12 @@ venv: $(STAMP)
 run: $(STAMP) $(if $(filter docker,$(BACKEND)),images)
 	$(PY) -m lbproxy run --config $(CONFIG) $(if $(BACKEND),--backend $(BACKEND))
 
+# The images are built before pytest runs (a first build takes minutes, longer than any one
+# test may take); without a reachable engine the Docker tests skip and say why.
 test: $(STAMP)
 	$(PY) -m ruff check $(CODE)
+	@if command -v docker >/dev/null && docker info >/dev/null 2>&1; then $(PY) tools/images.py; \
+	else echo "make test: no Docker engine reachable; the Docker tests will be skipped"; fi
 	$(PY) -m pytest
 
 lint: $(STAMP)

@@ -18,6 +18,8 @@ from .backends import ReplicaHandle
 class State(enum.Enum):
     STARTING = "starting"
     UP = "up"
+    #: Leaving (by /rm, a scale-down or shutdown): out of the ring, finishing what it has.
+    DRAINING = "draining"
     DOWN = "down"
 
 
@@ -35,10 +37,52 @@ class Replica:
     up: asyncio.Event = field(default_factory=asyncio.Event)
     #: Set to ask the supervisor for a heartbeat now (a request just failed to connect).
     suspect: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Requests sent to this slot's replica whose exchange has not ended yet.
+    in_flight: int = 0
+    #: Requests sent to this slot's replica in all.
+    requests: int = 0
+    #: Made by the first ``drained`` call; set whenever ``in_flight`` returns to 0.
+    _idle: asyncio.Event | None = field(default=None, repr=False)
 
     @property
     def address(self) -> str | None:
         return self.handle.address if self.handle else None
+
+    def begin(self) -> None:
+        """A request is sent to this replica (the data path calls ``end`` when it is over)."""
+        self.in_flight += 1
+        self.requests += 1
+
+    def end(self) -> None:
+        self.in_flight -= 1
+        if not self.in_flight and self._idle is not None:
+            self._idle.set()
+
+    async def drained(self, timeout: float) -> bool:
+        """Wait until no request is in flight here; False if ``timeout`` ran out first."""
+        if self._idle is None:
+            self._idle = asyncio.Event()  # from now on ``end`` reports each return to 0
+        try:
+            async with asyncio.timeout(timeout):
+                while self.in_flight:
+                    self._idle.clear()
+                    await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
+        if self._idle is None:
+            self._idle = asyncio.Event()
+        self._idle.clear()
+        try:
+            async with asyncio.timeout(timeout):
+                while self.in_flight:
+                    await self._idle.wait()
+                    self._idle.clear()
+        except TimeoutError:
+            return False
+        finally:
+            self._idle = None
+        return True
 
 
 class Pool:
