@@ -1080,3 +1080,62 @@ async def test_admin_paths_are_not_proxied(
     async with http.get(url(server, "/rep/sub")) as r:
         assert (await r.json())["path"] == "/rep/sub"  # only the exact paths are the balancer's
     assert [s["path"] for s in seen] == ["/rep/sub"]
+
+
+# -- in-flight accounting (drain and bounded loads read it) ----------------------------------
+
+
+async def test_in_flight_counts_every_exchange_until_it_ends(
+    balancer: Any, upstream: Any, http: aiohttp.ClientSession
+) -> None:
+    release = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.Response:
+        await request.read()
+        await release.wait()
+        return web.Response(text="late")
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        await resp.prepare(request)
+        await resp.write(b"x" * 1000)
+        await release.wait()
+        await resp.write_eof()
+        return resp
+
+    async def quick(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    address = await upstream({"/slow": slow, "/stream": stream, "/quick": quick})
+    server = await balancer(static(("only", address)))
+    replica = server.pool.replicas[1]
+    for _ in range(20):  # the hot path (idle kept-alive connections) and the general one
+        async with http.get(url(server, "/quick")) as r:
+            assert r.status == 200
+    async with http.post(url(server, "/quick"), data=b"body") as r:
+        assert r.status == 200
+    assert (replica.in_flight, replica.requests) == (0, 21)
+
+    # A slow answer, a streaming one and one whose client leaves mid-answer.
+    slow_get = asyncio.ensure_future(http.get(url(server, "/slow")))
+    slow_post = asyncio.ensure_future(http.post(url(server, "/slow"), data=b"x" * 100_000))
+    streamed = await http.get(url(server, "/stream"))
+    await streamed.content.readexactly(1000)
+    async with aiohttp.ClientSession() as other:
+        left = await other.get(url(server, "/stream"))
+        await left.content.readexactly(1000)
+        for _ in range(100):
+            if replica.in_flight == 4:
+                break
+            await asyncio.sleep(0.02)
+        assert replica.in_flight == 4
+        left.close()  # gone mid-answer: that exchange ends once the balancer notices
+    release.set()
+    for fut in (slow_get, slow_post):
+        async with await fut as r:
+            assert await r.text() == "late"
+    assert len(await streamed.read()) == 0  # the rest of the body: nothing after the wait
+    streamed.release()
+    assert await replica.drained(5)
+    assert replica.in_flight == 0
+    assert replica.requests == 25

@@ -108,11 +108,18 @@ class Proxy:
         )
         if exchange is None:
             return False
-        request.on_disconnect = exchange.release
+        replica.begin()
+
+        def dropped() -> None:  # the client left before the answer's head came
+            exchange.release()
+            replica.end()
+
+        request.on_disconnect = dropped
         return True
 
     def _answered(self, request: Request, replica: Replica, resp: UpstreamResponse) -> None:
         request.on_disconnect = None
+        streaming = False  # the rest is relayed by a task, which ends the replica's request
         try:
             if resp.error is not None:
                 resp.release()
@@ -125,19 +132,24 @@ class Proxy:
                 resp.release()
                 request.done()
             else:
-                request.spawn(self._relay_rest(request, resp))
+                request.spawn(self._relay_rest(request, replica, resp))
+                streaming = True
         except Exception:
             # Called from the transport's protocol: a bug here must cost one request only.
             log.exception("%s %s failed", request.method, request.target)
             resp.release()
             request.abort()
             request.done()
+        finally:
+            if not streaming:
+                replica.end()
 
-    async def _relay_rest(self, request: Request, resp: UpstreamResponse) -> None:
+    async def _relay_rest(self, request: Request, replica: Replica, resp: UpstreamResponse) -> None:
         try:
             await self._stream(request, resp)
         finally:
             resp.release()
+            replica.end()
 
     # -- the general path --------------------------------------------------------------------
 
@@ -157,6 +169,7 @@ class Proxy:
                 if request.host is not None
                 else headers + b"Host: %s\r\n" % address.encode()
             )
+            replica.begin()
             try:
                 resp = await self._transport.request(
                     address, request.method, request.target, sent, body
@@ -171,6 +184,9 @@ class Proxy:
             except UpstreamError as e:
                 request.answer(self._failure(replica, e))
                 return
+            finally:
+                if resp is None:  # no answer to relay: this replica's part is over
+                    replica.end()
         if resp is None:
             if not tried:
                 request.answer(
@@ -186,6 +202,7 @@ class Proxy:
                 await self._stream(request, resp)
         finally:
             resp.release()
+            replica.end()
 
     # -- shared ------------------------------------------------------------------------------
 
