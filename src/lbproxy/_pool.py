@@ -70,19 +70,6 @@ class Replica:
         except TimeoutError:
             return False
         return True
-        if self._idle is None:
-            self._idle = asyncio.Event()
-        self._idle.clear()
-        try:
-            async with asyncio.timeout(timeout):
-                while self.in_flight:
-                    await self._idle.wait()
-                    self._idle.clear()
-        except TimeoutError:
-            return False
-        finally:
-            self._idle = None
-        return True
 
 
 class Pool:
