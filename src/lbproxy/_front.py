@@ -286,8 +286,11 @@ class Request:
 
     def _head(self, status: int, reason: str, headers: bytes, extra: bytes) -> bytes:
         conn = self._conn
-        if self.keep_alive and (not self.body_done or (conn.closing and not conn.pending)):
-            # The body was not read to its end, or no more requests will be read.
+        if self.keep_alive and (
+            not self.body_done or (conn.closing and not conn.pending and conn._error is None)
+        ):
+            # The body was not read to its end, or no more requests will be read (an error
+            # answer still to come says "close" itself: nothing may follow a "close").
             self.keep_alive = False
         if not self.keep_alive:
             extra += b"Connection: close\r\n"
