@@ -117,7 +117,10 @@ class Connection(asyncio.Protocol):
         replica = self.replica
         if head.target == b"/heartbeat":
             replica.heartbeats += 1
-            self._respond(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            if replica.hung:
+                self._waiting = True
+            else:
+                self._respond(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
             return
         req = Received(
             len(replica.requests),
@@ -164,6 +167,8 @@ class RawReplica:
         self.connections: list[Connection] = []
         self.requests: list[Received] = []
         self.heartbeats = 0
+        #: Set to stop answering heartbeats too, as a hung (SIGSTOPped) process would.
+        self.hung = False
         self.address = ""
         self._server: asyncio.Server | None = None
 

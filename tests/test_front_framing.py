@@ -239,7 +239,8 @@ async def test_answer_trailers_never_become_head_fields(
     "head",
     [
         b"POST /c HTTP/1.1\r\nHost: lb\r\nTransfer-Encoding: identity\r\n\r\nabc",
-        b"POST /c HTTP/1.1\r\nHost: lb\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        b"POST /c HTTP/1.1\r\nHost: lb\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+        b"3\r\nabc\r\n0\r\n\r\n",
         b"POST /c HTTP/1.1\r\nHost: lb\r\nTransfer-Encoding: gzip\r\n\r\nabc",
         b"POST /c HTTP/1.1\r\nHost: lb\r\nTransfer-Encoding: chunked, gzip\r\n\r\nabc",
         b"POST /c HTTP/1.1\r\nHost: lb\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
