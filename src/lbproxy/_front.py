@@ -278,6 +278,12 @@ class Request:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def check(self) -> None:
+        """Raise ``MalformedRequestError`` if the body already turned out malformed (before
+        anything is sent upstream for it)."""
+        if self._failure is not None:
+            raise self._failure
+
     def _fail(self, error: MalformedRequestError) -> None:
         self._failure = error
         self._wake()
@@ -788,7 +794,11 @@ class _ClientConnection(asyncio.Protocol):
             self.read_paused = False
             self.transport.resume_reading()
         if self.transport.can_write_eof():
-            self.transport.write_eof()
+            try:
+                self.transport.write_eof()
+            except OSError:  # the client is gone already (asyncio's transport says so here)
+                self.transport.close()
+                return
             self.loop.call_later(LINGER, self._hard_close)
         else:
             self.transport.close()

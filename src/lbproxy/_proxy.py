@@ -192,6 +192,8 @@ class Proxy:
         attempts = 1 + self._config().proxy.retries
         key, headers = self._prepare(request)
         body = request if request.has_body else None
+        if body is not None:
+            body.check()  # found malformed while this task waited to run: no replica needed
         # May be sent again after a replica broke off: nothing of it can have been acted on
         # in a way that a second try changes (RFC 9110 section 9.2.2), and no body is spent.
         replayable = body is None and request.method in IDEMPOTENT
