@@ -61,8 +61,9 @@ class Connection(asyncio.Protocol):
     received: bytearray = field(default_factory=bytearray)
     #: What h11 refused in what the balancer sent (None: nothing).
     error: str | None = None
-    #: The balancer closed (or reset) the connection.
+    #: The balancer closed (or reset) the connection; ``cut``: in the middle of a request.
     closed: bool = False
+    cut: bool = False
     reset: bool = False
     transport: asyncio.Transport | None = None
     _h11: h11.Connection = field(default_factory=lambda: h11.Connection(h11.SERVER))
@@ -80,21 +81,25 @@ class Connection(asyncio.Protocol):
             self._process()
 
     def eof_received(self) -> bool:
-        if self.error is None:
+        # Everything before the EOF was read already: all h11 can object to now is a request
+        # cut short, which is how a balancer gives up an exchange, not a framing error.
+        if self.error is None and not self._waiting:
             self._h11.receive_data(b"")
-            self._process()
+            self._process(at_eof=True)
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.reset = isinstance(exc, ConnectionResetError)
 
-    def _process(self) -> None:
+    def _process(self, at_eof: bool = False) -> None:
         while not self._waiting:
             try:
                 event = self._h11.next_event()
             except h11.RemoteProtocolError as e:
-                if self._head is not None or self.received.strip():
+                if at_eof:
+                    self.cut = True
+                elif self._head is not None or self.received.strip():
                     self.error = f"h11 refused what the balancer sent: {e}"
                 if self.transport is not None:
                     self.transport.close()

@@ -177,7 +177,8 @@ async def test_absolute_form_goes_on_in_origin_form_with_its_host(
         b"GET http://shop.example:8080/a?b=1 HTTP/1.1\r\nHost: shop.example:8080\r\n\r\n", b"GET"
     )
     assert (await client.answer()).status == 200
-    client.send(b"GET http://other.example/p HTTP/1.1\r\n\r\n", b"GET")  # no Host: the URL's
+    # HTTP/1.0 without a Host: the URL's (HTTP/1.1 must send one: RFC 9112 section 3.2).
+    client.send(b"GET http://other.example/p HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", b"GET")
     assert (await client.answer()).status == 200
     client.send(b"GET http://evil.example/p HTTP/1.1\r\nHost: shop.example\r\n\r\n", b"GET")
     reply = await client.answer()

@@ -629,14 +629,14 @@ class _ClientConnection(asyncio.Protocol):
         first = self._first
         host = first.get(b"host")
         target = self._target
+        if host is None and not http10:  # RFC 9112 section 3.2, even in absolute-form
+            raise _Rejected(400, "An HTTP/1.1 request must have a Host header")
         # Not "/...": absolute-form (or "*", or CONNECT's authority, answered 405 later).
         if target[0] != 0x2F and target != b"*" and parser.get_method() != b"CONNECT":
             target, authority = _origin_form(target, host)
-            if host is None:
+            if host is None:  # HTTP/1.0: the URL names the host
                 host = first[b"host"] = authority
                 self._lines += (b"Host", SEP, authority, CRLF)
-        if host is None and not http10:
-            raise _Rejected(400, "An HTTP/1.1 request must have a Host header")
         if not self._end_to_end and (self._chunked or self._length) and parser.should_upgrade():
             # The parser stops at the end of such a head: the body would be taken for
             # another protocol's bytes. Upgrades are never made here, so no body can follow.
