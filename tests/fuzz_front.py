@@ -43,7 +43,7 @@ import h11
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # raw_http, when run as a script
 
-from raw_http import RawReplica, Received
+from raw_http import RawReplica, Received, ReplyReader
 
 CORPUS = Path(__file__).resolve().parent / "fuzz_corpus"
 ADMIN = {b"/rep", b"/add", b"/rm"}
@@ -166,29 +166,20 @@ def read_answers(data: bytes, methods: list[bytes]) -> list[tuple[int, list[Any]
         method = methods[i] if i < len(methods) else b"GET"
         conn.send(h11.Request(method=method, target="/", headers=[("Host", "lb")]))
         conn.send(h11.EndOfMessage())
-        head: h11.Response | None = None
-        body = b""
-        while True:
-            try:
-                event = conn.next_event()
-            except h11.RemoteProtocolError as e:
-                if head is None and not conn.trailing_data[0]:
-                    return out  # the connection ended between answers
-                raise InvariantError(f"answer {i} is not well framed: {e}") from e
-            if isinstance(event, h11.InformationalResponse):
-                continue
-            if isinstance(event, h11.Response):
-                head = event
-            elif isinstance(event, h11.Data):
-                body += event.data
-            elif isinstance(event, h11.EndOfMessage):
-                assert head is not None
-                out.append((head.status_code, list(head.headers), body))
-                break
-            elif isinstance(event, h11.ConnectionClosed) or event is h11.NEED_DATA:
-                if head is not None:
-                    raise InvariantError(f"answer {i} was cut: {head.status_code}")
-                return out
+        reader = ReplyReader(conn)
+        try:
+            reply = reader.poll()
+        except h11.RemoteProtocolError as e:
+            if reader.head is None and not conn.trailing_data[0]:
+                return out  # the connection ended between answers
+            raise InvariantError(f"answer {i} is not well framed: {e}") from e
+        except ConnectionError:
+            reply = None
+        if reply is None:  # all the data is in: the connection ended
+            if reader.head is not None:
+                raise InvariantError(f"answer {i} was cut: {reader.head.status_code}")
+            return out
+        out.append((reply.status, reply.headers, reply.body))
     return out
 
 

@@ -226,6 +226,32 @@ class Reply:
         return int(values[0]) if values else None
 
 
+class ReplyReader:
+    """Reads one answer from an h11 client connection's events (1xx ones skipped)."""
+
+    def __init__(self, h: h11.Connection) -> None:
+        self.h = h
+        self.head: h11.Response | None = None
+        self.body = bytearray()
+
+    def poll(self) -> Reply | None:
+        """The answer once all of it is in; None while more data is needed. Raises
+        ``ConnectionError`` if the connection ended first, h11's error if it is malformed."""
+        while True:
+            event = self.h.next_event()
+            if event is h11.NEED_DATA:
+                return None
+            if isinstance(event, h11.Response):
+                self.head = event
+            elif isinstance(event, h11.Data):
+                self.body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                assert self.head is not None
+                return Reply(self.head.status_code, list(self.head.headers), bytes(self.body))
+            elif isinstance(event, h11.ConnectionClosed):
+                raise ConnectionError("the balancer closed the connection")
+
+
 class StrictClient:
     """A raw connection to the balancer whose answers h11 parses (strictly)."""
 
@@ -254,25 +280,11 @@ class StrictClient:
             method = self._methods.pop(0) if self._methods else b"GET"
             h.send(h11.Request(method=method, target="/", headers=[("Host", "lb")]))
             h.send(h11.EndOfMessage())
-        head: h11.Response | None = None
-        body = bytearray()
+        reader = ReplyReader(h)
         async with asyncio.timeout(timeout):
-            while True:
-                event = h.next_event()
-                if event is h11.NEED_DATA:
-                    h.receive_data(await self.reader.read(65536))
-                    continue
-                if isinstance(event, h11.InformationalResponse):
-                    continue
-                if isinstance(event, h11.Response):
-                    head = event
-                elif isinstance(event, h11.Data):
-                    body += event.data
-                elif isinstance(event, h11.EndOfMessage):
-                    assert head is not None
-                    return Reply(head.status_code, list(head.headers), bytes(body))
-                elif isinstance(event, h11.ConnectionClosed):
-                    raise ConnectionError("the balancer closed the connection")
+            while (reply := reader.poll()) is None:
+                h.receive_data(await self.reader.read(65536))
+            return reply
 
     async def closed(self, timeout: float = 5.0) -> bool:
         """Whether the balancer ends the connection (EOF or reset) within ``timeout``."""
