@@ -23,7 +23,8 @@ export LBPROXY_CONFIG_DIR ?= .
 COMPOSE ?= $(shell if docker compose version >/dev/null 2>&1; then echo "docker compose"; \
 	elif command -v docker-compose >/dev/null 2>&1; then echo docker-compose; fi)
 
-.PHONY: help venv run test lint format clean images up down logs compose-check experiments bench
+.PHONY: help venv run test lint format clean images up down logs compose-check experiments bench \
+	fuzz
 
 help:
 	@echo "make up      build the images (offline if need be) and start the stack on port 5000"
@@ -38,6 +39,8 @@ help:
 	@echo "make lint    ruff check and format check"
 	@echo "make bench   lbproxy vs HAProxy, NGINX and direct with wrk, and its memory"
 	@echo "             (BENCH_ARGS=\"--quick\" for a short check; --help for every option)"
+	@echo "make fuzz    fuzz the balancer's request parsing and framing (atheris) for"
+	@echo "             FUZZ_SECONDS (300); what it finds goes to .fuzz/corpus"
 	@echo "make clean   remove the virtual environment, wheels and caches"
 
 $(STAMP): pyproject.toml
@@ -101,5 +104,13 @@ BENCH_ARGS ?=
 bench: $(STAMP)
 	$(PY) -m bench --json .bench/$$(date +%Y%m%d-%H%M%S).json $(BENCH_ARGS)
 
+# A long run of the harness that `make test` runs for 25 s (tests/fuzz_front.py says what it
+# checks); new inputs are kept in .fuzz/corpus and seed the next run.
+FUZZ_SECONDS ?= 300
+fuzz: $(STAMP)
+	@mkdir -p .fuzz/corpus
+	$(PY) tests/fuzz_front.py -max_total_time=$(FUZZ_SECONDS) -timeout=10 .fuzz/corpus \
+		tests/fuzz_corpus
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache build src/*.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache .fuzz build src/*.egg-info

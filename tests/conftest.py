@@ -406,3 +406,23 @@ async def docker_cli(*args: str) -> str:
     if proc.returncode != 0:
         raise RuntimeError(f"docker {' '.join(args)}: {err.decode().strip()}")
     return out.decode().strip()
+
+
+# -- a raw-logging replica (tests/raw_http.py) -------------------------------------------------
+
+
+@pytest.fixture
+async def raw_replica() -> AsyncIterator[Callable[..., Awaitable[Any]]]:
+    """``replica = await raw_replica(answer)``: a ``raw_http.RawReplica`` on loopback."""
+    from raw_http import RawReplica, default_answer
+
+    started: list[RawReplica] = []
+
+    async def start(answer: Any = default_answer) -> RawReplica:
+        replica = await RawReplica.start(answer)
+        started.append(replica)
+        return replica
+
+    yield start
+    for replica in started:
+        await replica.close()

@@ -187,3 +187,35 @@ def test_each_rewritten_header_changes_what_goes_upstream() -> None:
         headers = [(name.title(), "v")]
         full = upstream_headers(headers, "10.0.0.1", "http", "h")
         assert full != [*headers, *upstream_headers([], "10.0.0.1", "http", "h")], name
+
+
+def test_connection_never_removes_the_framing_or_host() -> None:
+    headers = [
+        ("Connection", "Content-Length, host, X-Hop"),
+        ("Content-Length", "41"),
+        ("Host", "lb"),
+        ("X-Hop", "1"),
+    ]
+    assert strip_hop_by_hop(headers) == [("Content-Length", "41"), ("Host", "lb")]
+    assert downstream_headers(headers) == [("Content-Length", "41"), ("Host", "lb")]
+
+
+@pytest.mark.parametrize(
+    ("codings", "relayed"),
+    [
+        (b"chunked", True),
+        (b"Chunked", True),
+        (b" chunked ", True),
+        (b",chunked,", True),
+        (b"gzip, chunked", False),
+        (b"chunked, gzip", False),
+        (b"chunked,chunked", False),
+        (b"identity", False),
+        (b"xchunked", False),
+        (b"", False),
+    ],
+)
+def test_only_chunked_is_relayed(codings: bytes, relayed: bool) -> None:
+    from lbproxy._headers import only_chunked
+
+    assert only_chunked(codings) is relayed

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import signal
 import struct
 import time
 import traceback
@@ -24,7 +25,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from conftest import body_sink, free_port, upstream_app, url
+from conftest import body_sink, eventually, free_port, upstream_app, url
 from lbproxy import HashRing, make_scheme
 from lbproxy._pool import State
 
@@ -1139,3 +1140,248 @@ async def test_in_flight_counts_every_exchange_until_it_ends(
     assert await replica.drained(5)
     assert replica.in_flight == 0
     assert replica.requests == 25
+
+
+# -- a replica that breaks off: replayed once, named right, ejected when it keeps failing ----
+
+
+def raw_static(*replicas: Any, **proxy: Any) -> dict[str, Any]:
+    """A static backend over raw replicas (tests/raw_http.py), named r1, r2, ... by slot."""
+    return merge(
+        static(*((f"r{i}", r.address) for i, r in enumerate(replicas, start=1))),
+        {"proxy": proxy},
+    )
+
+
+def breaks_off(kind: str) -> Callable[..., bytes | None]:
+    """A raw replica's answer: reset, or close, or hang on every request but /ok."""
+
+    def answer(req: Any, conn: Any) -> bytes | None:
+        from raw_http import default_answer
+
+        if req.target == b"/ok":
+            return default_answer(req, conn)
+        if kind == "reset":
+            conn.abort()
+        elif kind == "close":
+            conn.transport.close()
+        return None  # "hang": never answers
+
+    return answer
+
+
+async def routed_to(server: Any, slot: int) -> str:
+    ring = HashRing(server.config.hashing.scheme(), sorted(server.pool.replicas), "linear")
+    return key_routed_first_to(ring, slot)[0]
+
+
+@pytest.mark.parametrize("kind", ["reset", "close", "hang"])
+@pytest.mark.parametrize("pooled", [False, True], ids=["new-connection", "hot-path"])
+async def test_bodiless_idempotent_request_is_replayed_once_on_the_next_replica(
+    kind: str, pooled: bool, raw_replica: Any, balancer: Any
+) -> None:
+    from raw_http import StrictClient
+
+    bad = await raw_replica(breaks_off(kind))
+    good = await raw_replica()
+    server = await balancer(
+        merge(raw_static(bad, good, read_timeout=0.5), {"health": {"interval": 30}})
+    )
+    key = await routed_to(server, 1)
+    client = await StrictClient.open(server.port)
+    if pooled:  # a kept-alive connection to r1 first: the request then takes the hot path
+        client.send(b"GET /ok HTTP/1.1\r\nHost: lb\r\nX-Request-Id: %s\r\n\r\n" % key.encode())
+        assert (await client.answer()).status == 200
+    client.send(b"GET /x HTTP/1.1\r\nHost: lb\r\nX-Request-Id: %s\r\n\r\n" % key.encode())
+    reply = await client.answer(timeout=5)
+    assert reply.status == 200, reply.body
+    assert [r.target for r in good.requests] == [b"/x"]  # replayed there, once
+    # Not so a POST: it may have been acted on. The error names the replica that failed.
+    client.send(
+        b"POST /x HTTP/1.1\r\nHost: lb\r\nX-Request-Id: %s\r\nContent-Length: 1\r\n\r\nb"
+        % key.encode(),
+        b"POST",
+    )
+    reply = await client.answer(timeout=5)
+    assert reply.status == (504 if kind == "hang" else 502)
+    assert json.loads(reply.body)["message"].startswith("<Error> Replica r1 ")
+    assert [r.target for r in good.requests] == [b"/x"]
+    assert all(r.in_flight == 0 for r in server.pool.replicas.values())
+
+
+async def test_requests_waiting_on_a_replica_taken_out_go_elsewhere_at_once(
+    raw_replica: Any, balancer: Any
+) -> None:
+    from raw_http import StrictClient
+
+    bad = await raw_replica(breaks_off("hang"))
+    good = await raw_replica()
+    server = await balancer(
+        merge(
+            raw_static(bad, good, read_timeout=60),
+            {"health": {"interval": 0.2, "timeout": 0.2, "unhealthy_threshold": 2}},
+        )
+    )
+    key = await routed_to(server, 1)
+    clients = []
+    for i in range(5):
+        client = await StrictClient.open(server.port)
+        client.send(
+            b"GET /w%d HTTP/1.1\r\nHost: lb\r\nX-Request-Id: %s\r\n\r\n" % (i, key.encode())
+        )
+        clients.append(client)
+    await eventually(lambda: len(bad.requests) == 5)
+    started = time.monotonic()
+    bad.hung = True  # heartbeats stop too: the supervisor takes r1 out
+    replies = await asyncio.gather(*(c.answer(timeout=10) for c in clients))
+    assert [r.status for r in replies] == [200] * 5
+    assert time.monotonic() - started < 5  # not read_timeout (60 s) later
+    assert sorted(r.target for r in good.requests) == [b"/w%d" % i for i in range(5)]
+    assert server.pool.replicas[1].state is not State.UP
+
+
+async def test_failure_names_the_replica_that_failed_not_its_replacement(
+    balancer: Any, http: aiohttp.ClientSession
+) -> None:
+    from conftest import pids_of_children
+    from experiments._balancer import environ
+
+    server = await balancer(
+        {
+            "replicas": {"count": 1, "stop_timeout": 0.5},
+            "health": {"interval": 0.2, "timeout": 0.3, "unhealthy_threshold": 2},
+        }
+    )
+    (first,) = server.pool.hostnames()
+    pid = next(p for p in pids_of_children(os.getpid()) if environ(p).get("SERVER_ID") == first)
+    os.kill(pid, signal.SIGSTOP)  # hung: connections still accepted, nothing answered
+    try:
+        async with http.post(url(server, "/home"), data=b"body") as r:
+            status, body = r.status, await r.json()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+    assert server.pool.hostnames() != [first]  # replaced meanwhile
+    assert status == 502
+    assert body["message"] == f"<Error> Replica {first} failed to answer"
+
+
+async def test_a_replica_failing_in_a_row_is_taken_out_of_routing_for_a_while(
+    raw_replica: Any, balancer: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from raw_http import StrictClient
+
+    bad = await raw_replica(breaks_off("reset"))
+    good = await raw_replica()
+    server = await balancer(
+        merge(
+            raw_static(bad, good, outlier_failures=3, outlier_ejection_time=1.0),
+            {"health": {"interval": 30}},
+        )
+    )
+    key = await routed_to(server, 1)
+    post = b"POST /p HTTP/1.1\r\nHost: lb\r\nX-Request-Id: %s\r\nContent-Length: 0\r\n\r\n" % (
+        key.encode()
+    )
+
+    async def status() -> int:
+        client = await StrictClient.open(server.port)
+        client.send(post, b"POST")
+        try:
+            return (await client.answer()).status
+        finally:
+            client.close()
+
+    assert [await status() for _ in range(3)] == [502, 502, 502]
+    assert server.pool.replicas[1].ejected
+    assert [await status() for _ in range(3)] == [200, 200, 200]  # r1's keys: next replica
+    assert any("out of routing" in r.getMessage() for r in caplog.records)
+    await eventually(lambda: not server.pool.replicas[1].ejected, timeout=3)
+    assert await status() == 502  # back in routing (and still broken)
+    assert len(good.requests) == 3
+
+
+async def test_the_one_replica_left_is_never_ejected(raw_replica: Any, balancer: Any) -> None:
+    from raw_http import StrictClient
+
+    bad = await raw_replica(breaks_off("reset"))
+    server = await balancer(
+        merge(raw_static(bad, outlier_failures=1), {"health": {"interval": 30}})
+    )
+    for _ in range(3):
+        client = await StrictClient.open(server.port)
+        client.send(b"POST /p HTTP/1.1\r\nHost: lb\r\nContent-Length: 0\r\n\r\n", b"POST")
+        assert (await client.answer()).status == 502
+        client.close()
+    assert not server.pool.replicas[1].ejected
+
+
+# -- keyless requests: one random id each, whichever path serves them ------------------------
+
+
+async def test_keyless_requests_spread_by_the_ring_shares_whatever_path_serves_them(
+    raw_replica: Any, balancer: Any
+) -> None:
+    """A replica with no idle kept-alive connection (as one just added has) gets its keys
+    through the general path: the id drawn on the hot path must be the one routed there."""
+    import random
+
+    from raw_http import StrictClient, default_answer
+
+    def closing(req: Any, conn: Any) -> bytes:  # never leaves an idle connection behind
+        return default_answer(req, conn).replace(b"\r\n", b"\r\nConnection: close\r\n", 1)
+
+    kept = await raw_replica()
+    fresh = await raw_replica(closing)
+    server = await balancer(merge(raw_static(kept, fresh), {"health": {"interval": 30}}))
+    ring = HashRing(server.config.hashing.scheme(), [1, 2], "linear")
+    rng = random.Random(7)
+    share = (
+        sum(ring.lookup(str(rng.randint(100_000, 999_999))) == 2 for _ in range(20_000)) / 20_000
+    )
+    n = 400
+    client = await StrictClient.open(server.port)
+    for _ in range(n):
+        client.send(b"GET /k HTTP/1.1\r\nHost: lb\r\n\r\n")
+        assert (await client.answer()).status == 200
+    got = len(fresh.requests)
+    sd = (n * share * (1 - share)) ** 0.5
+    # Drawn twice, the fresh replica keeps only share^2 of them (about 100 of 400 here).
+    assert abs(got - n * share) < 5 * sd, (got, n * share)
+    assert len(kept.requests) + got == n
+
+
+# -- log floods ------------------------------------------------------------------------------
+
+
+async def test_a_replica_refusing_connections_is_logged_once_with_a_count(
+    raw_replica: Any, balancer: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from raw_http import StrictClient
+
+    gone = await raw_replica()
+    good = await raw_replica()
+    server = await balancer(
+        merge(
+            raw_static(gone, good, outlier_failures=0),
+            {"health": {"interval": 30, "unhealthy_threshold": 100}},
+        )
+    )
+    await gone.close()  # now refuses connections; still up for the balancer
+    key = await routed_to(server, 1)
+    for _ in range(40):
+        client = await StrictClient.open(server.port)
+        client.send(b"GET / HTTP/1.1\r\nHost: lb\r\nX-Request-Id: %s\r\n\r\n" % key.encode())
+        assert (await client.answer()).status == 200
+        client.close()
+
+    def refusals() -> list[str]:
+        return [
+            r.getMessage()
+            for r in caplog.records
+            if r.name.startswith("lbproxy") and "cannot connect" in r.getMessage()
+        ]
+
+    assert len(refusals()) == 1
+    summary = await eventually(lambda: [m for m in refusals() if "39 more" in m], timeout=5)
+    assert summary[0].startswith('r1: 39 more like "cannot connect"')

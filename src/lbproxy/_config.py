@@ -200,7 +200,9 @@ class HealthConfig(_Model):
 
 
 class ProxyConfig(_Model):
-    #: Further replicas (distinct, clockwise) tried when one cannot be connected to.
+    #: Further replicas (distinct, clockwise) tried when one cannot be connected to; one of
+    #: them may also be a bodiless idempotent request's second try after its replica broke
+    #: off (reset, closed, timed out, taken out) before any of the answer went out.
     retries: int = Field(2, ge=0, le=64)
     connect_timeout: Seconds = 2.0
     #: Longest wait for the replica's answer headers, and between two reads of its body.
@@ -215,6 +217,15 @@ class ProxyConfig(_Model):
     #: A client that, mid-request, sends none of its body or reads none of the answer for
     #: this long has its connection cut (with a 408 if none of the answer went out yet).
     client_timeout: Seconds = 60.0
+    #: Client connections served at once; beyond it a new one gets a 503. None: half of
+    #: what the open-files limit leaves after a reserve (each may hold a replica connection).
+    max_client_connections: int | None = Field(None, ge=1, le=10_000_000)
+    #: Requests in a row a replica fails (no connection, broken off, timed out; an answer of
+    #: any status is a success) before it is taken out of routing and probed at once; 0: never.
+    outlier_failures: int = Field(5, ge=0, le=1000)
+    #: Seconds an outlier stays out of routing (its keys go to the next replica meanwhile),
+    #: unless its heartbeats fail first and it is replaced.
+    outlier_ejection_time: Seconds = 10.0
 
 
 class ReloadConfig(_Model):
@@ -247,7 +258,16 @@ class Config(_Model):
 
 
 #: Fields that a reload can change on a running balancer; others need a restart.
-RELOADABLE = ("replicas.count", "replicas.max", "hashing", "health", "proxy.retries", "log_level")
+RELOADABLE = (
+    "replicas.count",
+    "replicas.max",
+    "hashing",
+    "health",
+    "proxy.retries",
+    "proxy.outlier_failures",
+    "proxy.outlier_ejection_time",
+    "log_level",
+)
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:

@@ -46,3 +46,13 @@ class UpstreamProtocolError(UpstreamError):
 
 class ClientDisconnectedError(LbproxyError):
     """The client went away before its request body was complete: nothing to answer."""
+
+
+class MalformedRequestError(LbproxyError):
+    """A request whose head was valid turned out malformed in its body (a bad chunk, a
+    forbidden trailer): the exchange ends at once, with a 400 if nothing was answered yet."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status

@@ -25,9 +25,10 @@ from urllib.parse import parse_qsl, unquote
 import httptools
 
 from ._admin import MAX_ADMIN_BODY, AdminApi, body_too_large
-from ._errors import ClientDisconnectedError
-from ._headers import CRLF, REWRITTEN, SEP, decode_wire, encode_headers
+from ._errors import ClientDisconnectedError, MalformedRequestError
+from ._headers import CRLF, REWRITTEN, SEP, decode_wire, encode_headers, only_chunked
 from ._messages import JSON, Answer, failure
+from ._throttled_log import ThrottledLog
 
 log = logging.getLogger("lbproxy.front")
 
@@ -42,6 +43,10 @@ BODY_HIGH_WATER = 256 * 1024
 #: still sends, so that closing it does not reset the answer the client has yet to read.
 LINGER = 2.0
 
+#: Descriptors kept free of clients and of their replica connections: heartbeats, replica
+#: processes' pipes, the Docker socket, the config file, the odd one-off.
+RESERVED_FDS = 64
+
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _ALLOW = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 _REWRITTEN = frozenset(h.encode() for h in REWRITTEN)
@@ -50,10 +55,36 @@ _NOTED = _REWRITTEN | {b"content-length", b"expect"}
 _REASONS = {s.value: s.phrase for s in http.HTTPStatus}
 
 
-class _HeadTooLarge(Exception):
+class _Rejected(Exception):
+    """Raised from a parser callback: the request gets this 4xx and the connection ends."""
+
     def __init__(self, status: int, message: str) -> None:
         self.status = status
         self.message = message
+
+
+def _origin_form(target: bytes, host: bytes | None) -> tuple[bytes, bytes]:
+    """(origin-form target, authority) of an absolute-form request target.
+
+    RFC 9112 section 3.2.2: the target's authority is the request's host. Like HAProxy, a Host
+    header that names another host is refused rather than have the replica trust a Host that
+    the balancer did not route by.
+    """
+    scheme, sep, rest = target.partition(b"://")
+    if not sep or scheme.lower() not in (b"http", b"https"):
+        raise _Rejected(400, "The request target must be a path or an http(s) URL")
+    cut = min(
+        (i for i in (rest.find(b"/"), rest.find(b"?"), rest.find(b"#")) if i >= 0),
+        default=len(rest),
+    )
+    authority, path = rest[:cut], rest[cut:]
+    if not authority or b"@" in authority:
+        raise _Rejected(400, "The request target's authority must be a host[:port]")
+    if host is not None and host.lower() != authority.lower():
+        raise _Rejected(400, "The Host header differs from the request target's host")
+    if not path.startswith(b"/"):
+        path = b"/" + path
+    return path, authority
 
 
 class Headers(Mapping[str, str]):
@@ -92,6 +123,7 @@ class Request:
         "_body_waiter",
         "_chunks",
         "_conn",
+        "_failure",
         "_task",
         "body_done",
         "buffered",
@@ -109,6 +141,7 @@ class Request:
         "length",
         "method",
         "on_disconnect",
+        "prepared",
         "started",
         "target",
     )
@@ -122,6 +155,7 @@ class Request:
         target: str,
         header_lines: list[bytes],
         first: dict[bytes, bytes],
+        host: bytes | None,
         keep_alive: bool,
         http10: bool,
     ) -> None:
@@ -132,7 +166,6 @@ class Request:
         self.header_lines = header_lines
         #: Lower-cased name -> first value, as parsed (what header keys read).
         self.first_values = first
-        host = first.get(b"host")
         self.host: str | None = host.decode("latin-1") if host is not None else None
         self.keep_alive = keep_alive
         self.http10 = http10
@@ -151,6 +184,11 @@ class Request:
         self.on_disconnect: Callable[[], None] | None = None
         self.started = False  # the answer's head went out
         self.finished = False  # the whole answer went out
+        #: The body turned out malformed: ``read`` raises it.
+        self._failure: MalformedRequestError | None = None
+        #: (routing key, upstream headers) once the proxy made them: a request handed from
+        #: the hot path to the general one keeps its key (a random one is drawn only once).
+        self.prepared: tuple[str, bytes] | None = None
 
     # -- what key functions and the proxy read -----------------------------------------------
 
@@ -196,6 +234,8 @@ class Request:
     async def read(self) -> bytes:
         """The next piece of the body; b"" once it is complete."""
         while True:
+            if self._failure is not None:
+                raise self._failure
             chunks = self._chunks
             if chunks:
                 data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -238,12 +278,25 @@ class Request:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def check(self) -> None:
+        """Raise ``MalformedRequestError`` if the body already turned out malformed (before
+        anything is sent upstream for it)."""
+        if self._failure is not None:
+            raise self._failure
+
+    def _fail(self, error: MalformedRequestError) -> None:
+        self._failure = error
+        self._wake()
+
     # -- answering ---------------------------------------------------------------------------
 
     def _head(self, status: int, reason: str, headers: bytes, extra: bytes) -> bytes:
         conn = self._conn
-        if self.keep_alive and (not self.body_done or (conn.closing and not conn.pending)):
-            # The body was not read to its end, or no more requests will be read.
+        if self.keep_alive and (
+            not self.body_done or (conn.closing and not conn.pending and conn._error is None)
+        ):
+            # The body was not read to its end, or no more requests will be read (an error
+            # answer still to come says "close" itself: nothing may follow a "close").
             self.keep_alive = False
         if not self.keep_alive:
             extra += b"Connection: close\r\n"
@@ -358,6 +411,7 @@ class _ClientConnection(asyncio.Protocol):
         "_rx",
         "_seen",
         "_target",
+        "_te",
         "_timer",
         "chunked",
         "closing",
@@ -400,6 +454,7 @@ class _ClientConnection(asyncio.Protocol):
         self._head_size = 0
         self._length: int | None = None
         self._chunked = False
+        self._te: bytes | None = None
         self._expect = False
         self._end_to_end = True
         self._requests = 0
@@ -415,7 +470,22 @@ class _ClientConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.remote = peer[0] if isinstance(peer, tuple) else None
-        self.front.connections.add(self)
+        front = self.front
+        if len(front.connections) >= front.max_connections:
+            # Out of descriptors soon: a clear answer now, and the rest kept for replica
+            # connections and heartbeats (which starve first when clients take them all).
+            self.lost = self._discarding = True
+            transport.write(_plain_answer(_BUSY))  # type: ignore[attr-defined]
+            transport.close()
+            front.notes.warning(
+                "clients",
+                "refused",
+                "refusing client connections: %d are open, the most allowed "
+                "(proxy.max_client_connections)",
+                len(front.connections),
+            )
+            return
+        front.connections.add(self)
         self._arm_timer()
 
     def data_received(self, data: bytes) -> None:
@@ -432,13 +502,13 @@ class _ClientConnection(asyncio.Protocol):
             self.closing = True
         except httptools.HttpParserCallbackError as e:
             cause = e.__context__
-            if isinstance(cause, _HeadTooLarge):
-                self._reject(failure(cause.message, cause.status))
+            if isinstance(cause, _Rejected):
+                self._malformed(cause.message, cause.status)
             else:
                 log.error("serving a request failed", exc_info=cause)
                 self.abort()
         except httptools.HttpParserError as e:
-            self._reject(failure(f"Malformed HTTP request: {e}", 400))
+            self._malformed(f"Malformed HTTP request: {e}", 400)
 
     def eof_received(self) -> bool | None:
         # The client finished sending; answers to what it asked for still go out.
@@ -491,36 +561,44 @@ class _ClientConnection(asyncio.Protocol):
         self._head_size = 0
         self._length = None
         self._chunked = False
+        self._te = None
         self._expect = False
         self._end_to_end = True
 
     def on_url(self, url: bytes) -> None:
         self._target += url
         if len(self._target) > MAX_TARGET:
-            raise _HeadTooLarge(414, f"Request target is longer than {MAX_TARGET} bytes")
+            raise _Rejected(414, f"Request target is longer than {MAX_TARGET} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         size = len(name) + len(value)
         self._head_size += size + 4
         lines = self._lines
         if size > MAX_HEADER_LINE or self._head_size > MAX_HEAD or len(lines) >= 4 * MAX_HEADERS:
-            raise _HeadTooLarge(
+            raise _Rejected(
                 431,
                 f"Request headers are too large (at most {MAX_HEADERS} headers, "
                 f"{MAX_HEADER_LINE} bytes each, {MAX_HEAD} bytes in all)",
             )
+        if self.parsing is not None:
+            # A trailer field of a chunked body (the head went on already): dropped, never
+            # made a head field. The replica gets the body's framing from the balancer,
+            # which ends it without trailers (as Envoy does by default).
+            return
         lines += (name, SEP, value, CRLF)
         low = name.lower()
         first = self._first
         if low not in first:
             first[low] = value
+        elif low == b"host":  # RFC 9112 section 3.2: which one would the replica believe?
+            raise _Rejected(400, "A request must have exactly one Host header")
         if low in _NOTED:
             if low in _REWRITTEN:
                 self._end_to_end = False
             if low == b"content-length":
                 self._length = int(value)  # the parser has checked it is a number, and only one
             elif low == b"transfer-encoding":
-                self._chunked = b"chunked" in value.lower()
+                self._te = value if self._te is None else self._te + b"," + value
             elif low == b"expect":
                 self._expect = value.lower() == b"100-continue"
 
@@ -528,15 +606,48 @@ class _ClientConnection(asyncio.Protocol):
         parser = self.parser
         keep_alive = parser.should_keep_alive()
         # get_http_version formats a string (~0.1 us). Without a Connection (or
-        # Proxy-Connection) header, only HTTP/1.1 and later keep a connection alive, so the
-        # usual request needs no version check.
-        http10 = False if keep_alive and self._end_to_end else parser.get_http_version() == "1.0"
+        # Proxy-Connection) header, only HTTP/1.1 keeps a connection alive, so the usual
+        # request needs no version check.
+        if keep_alive and self._end_to_end:
+            http10 = False
+        else:
+            version = parser.get_http_version()
+            if version != "1.1" and version != "1.0":  # the parser knows 0.9 and 2.0 too
+                if version > "2":
+                    raise _Rejected(505, f"HTTP/{version} is not supported")
+                raise _Rejected(400, f"HTTP/{version} is not supported")
+            http10 = version == "1.0"
+        te = self._te
+        if te is not None:
+            # The only transfer coding relayed exactly is chunked; anything else would reach
+            # the replica with a framing other than the one parsed here (HAProxy: 400 too).
+            if http10:  # RFC 9112 section 6.1: the framing of such a message is faulty
+                raise _Rejected(400, "An HTTP/1.0 request cannot have a Transfer-Encoding")
+            if not only_chunked(te):
+                raise _Rejected(400, "Transfer-Encoding other than chunked is not supported")
+            self._chunked = True
+        first = self._first
+        host = first.get(b"host")
+        target = self._target
+        if host is None and not http10:  # RFC 9112 section 3.2, even in absolute-form
+            raise _Rejected(400, "An HTTP/1.1 request must have a Host header")
+        # Not "/...": absolute-form (or "*", or CONNECT's authority, answered 405 later).
+        if target[0] != 0x2F and target != b"*" and parser.get_method() != b"CONNECT":
+            target, authority = _origin_form(target, host)
+            if host is None:  # HTTP/1.0: the URL names the host
+                host = first[b"host"] = authority
+                self._lines += (b"Host", SEP, authority, CRLF)
+        if not self._end_to_end and (self._chunked or self._length) and parser.should_upgrade():
+            # The parser stops at the end of such a head: the body would be taken for
+            # another protocol's bytes. Upgrades are never made here, so no body can follow.
+            raise _Rejected(400, "A request that asks to upgrade cannot have a body")
         req = Request(
             self,
             parser.get_method().decode("latin-1"),
-            self._target.decode("latin-1"),
+            target.decode("latin-1"),
             self._lines,
-            self._first,
+            first,
+            host,
             keep_alive,
             http10,
         )
@@ -590,6 +701,9 @@ class _ClientConnection(asyncio.Protocol):
             await work
         except ClientDisconnectedError:
             pass
+        except MalformedRequestError as e:
+            if not req.started and not self.lost:
+                req.answer(failure(e.message, e.status))
         except Exception:
             log.exception("%s %s failed", req.method, req.target)
             if not req.started and not self.lost:
@@ -630,6 +744,31 @@ class _ClientConnection(asyncio.Protocol):
             else:
                 self.transport.resume_reading()
 
+    def _malformed(self, message: str, status: int) -> None:
+        """The parser gave up: on a head (that request gets the 4xx), or on the body or
+        trailers of a request whose head was taken already. Either way the connection ends:
+        nothing after the error can be framed."""
+        req = self.parsing
+        if req is None:
+            self._reject(failure(message, status))
+            return
+        self.parsing = None
+        self.closing = self._discarding = True
+        self.front.notes.info(
+            "clients", "malformed", "%s %s: malformed request: %s", req.method, req.target, message
+        )
+        if req is self.current:
+            if req.started:
+                self.abort()  # too late for a 400; connection_lost drops the upstream side
+            else:
+                # Whoever streams the body gets this error at once: the replica's
+                # connection is reset (never reused), the client gets the 4xx.
+                req._fail(MalformedRequestError(message, status))
+        else:  # pipelined, not started: it never goes anywhere; the 4xx after the ones before
+            with contextlib.suppress(ValueError):
+                self.pending.remove(req)
+            self._error = failure(message, status)
+
     def _reject(self, answer: Answer) -> None:
         """Answer a request that could not be parsed, then hang up."""
         self.closing = True
@@ -655,7 +794,11 @@ class _ClientConnection(asyncio.Protocol):
             self.read_paused = False
             self.transport.resume_reading()
         if self.transport.can_write_eof():
-            self.transport.write_eof()
+            try:
+                self.transport.write_eof()
+            except OSError:  # the client is gone already (asyncio's transport says so here)
+                self.transport.close()
+                return
             self.loop.call_later(LINGER, self._hard_close)
         else:
             self.transport.close()
@@ -731,7 +874,9 @@ class _ClientConnection(asyncio.Protocol):
         if req is None or req.started:
             self.abort()  # connection_lost drops the upstream exchange
             return
-        log.info("%s %s: client stalled mid-request; 408", req.method, req.target)
+        self.front.notes.info(
+            "clients", "stalled", "%s %s: client stalled mid-request; 408", req.method, req.target
+        )
         self.closing = True
         self._discarding = True
         req.keep_alive = False
@@ -752,6 +897,23 @@ class _ClientConnection(asyncio.Protocol):
         self.closing = True
         if self.current is None:
             self._close()
+
+
+_BUSY = failure("The balancer has too many client connections", 503, {"Retry-After": "1"})
+
+
+def default_max_connections() -> int:
+    """Client connections allowed by the open-files limit: each may hold one replica
+    connection too (and the replica connections it leaves idle), and ``RESERVED_FDS`` are
+    kept for the rest."""
+    try:
+        import resource
+    except ImportError:  # not POSIX: no such limit to read
+        return 1 << 20
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return 1 << 20
+    return max(1, (soft - RESERVED_FDS) // 2)
 
 
 def _plain_answer(answer: Answer) -> bytes:
@@ -777,6 +939,7 @@ class Front:
         serve_now: Callable[[Request], bool],
         idle_timeout: float,
         client_timeout: float,
+        max_connections: int | None = None,
     ) -> None:
         self.admin = admin
         #: The general path (a coroutine per request) and the hot one (True if it took it).
@@ -787,6 +950,10 @@ class Front:
         #: How often each connection checks both limits (see _ClientConnection._on_timer).
         self.tick = min(idle_timeout, client_timeout) / 4
         self.connections: set[_ClientConnection] = set()
+        #: Beyond this many client connections, new ones get a 503 and are closed.
+        self.max_connections = max_connections or default_max_connections()
+        #: Per-request notes (stalled, malformed, refused) said once per event, with counts.
+        self.notes = ThrottledLog(log)
         self.loop = asyncio.get_running_loop()
         self._server: asyncio.Server | None = None
 

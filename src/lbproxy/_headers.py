@@ -29,6 +29,13 @@ HOP_BY_HOP = frozenset(
 REWRITTEN = HOP_BY_HOP | {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"}
 
 
+#: Headers that ``Connection`` cannot make hop-by-hop. Content-Length frames the message (a
+#: proxy that drops it but sends the body on lets the next hop read the body as a request
+#: of its own: request smuggling), and Host routes it. Transfer-Encoding is hop-by-hop anyway
+#: and is written afresh for each hop from the framing the balancer parsed.
+NEVER_HOP_BY_HOP = frozenset({"content-length", "host"})
+
+
 def _connection_tokens(headers: Iterable[tuple[str, str]]) -> set[str]:
     tokens: set[str] = set()
     for name, value in headers:
@@ -38,9 +45,10 @@ def _connection_tokens(headers: Iterable[tuple[str, str]]) -> set[str]:
 
 
 def strip_hop_by_hop(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The end-to-end headers: hop-by-hop ones and those named in Connection removed."""
+    """The end-to-end headers: hop-by-hop ones and those named in Connection removed (never
+    the framing or Host: ``NEVER_HOP_BY_HOP``)."""
     items = list(headers)
-    drop = HOP_BY_HOP | _connection_tokens(items)
+    drop = HOP_BY_HOP | (_connection_tokens(items) - NEVER_HOP_BY_HOP)
     return [(k, v) for k, v in items if k.lower() not in drop]
 
 
@@ -79,6 +87,14 @@ def upstream_headers(
 def downstream_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     """Headers of a replica's answer as sent to the client."""
     return strip_hop_by_hop(headers)
+
+
+def only_chunked(codings: bytes) -> bool:
+    """Whether a Transfer-Encoding (all its lines, joined by commas) is exactly "chunked":
+    the one transfer coding relayed as it is (RFC 9112 section 6.1; any other would be
+    undone or lost on the way). Empty list elements and spaces are allowed (RFC 9110 section
+    5.6.1)."""
+    return [c for c in codings.lower().replace(b" ", b"").split(b",") if c] == [b"chunked"]
 
 
 def encode_headers(headers: Iterable[tuple[str, str]]) -> bytes:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from ._hashing import HashScheme
@@ -41,6 +41,11 @@ class Replica:
     in_flight: int = 0
     #: Requests sent to this slot's replica in all.
     requests: int = 0
+    #: Requests in a row that this replica failed (no connection, broken off, timed out).
+    failures: int = 0
+    #: Out of routing for a while after ``proxy.outlier_failures`` failures in a row, though
+    #: still up (still in the ring: its keys go to the next replica meanwhile).
+    ejected: bool = False
     #: Made by the first ``drained`` call; set whenever ``in_flight`` returns to 0.
     _idle: asyncio.Event | None = field(default=None, repr=False)
 
@@ -81,6 +86,9 @@ class Pool:
         self.probing: Probing = probing
         self.ring = HashRing(scheme, (), probing)
         self._ring_lock = asyncio.Lock()
+        #: Called with each replica that leaves the ring because it failed (state DOWN, not
+        #: one draining): the data path gives up what is in flight there and can be replayed.
+        self.on_failed: list[Callable[[Replica], None]] = []
 
     # -- membership ------------------------------------------------------------------------
 
@@ -121,11 +129,12 @@ class Pool:
     # -- routing ---------------------------------------------------------------------------
 
     def route(self, key: str) -> Iterator[Replica]:
-        """Up replicas for ``key``: its own first, then the next distinct ones clockwise."""
+        """Up replicas for ``key``: its own first, then the next distinct ones clockwise
+        (an ejected one is passed over)."""
         replicas = self.replicas
         for slot in self.ring.walk(key):
             r = replicas.get(slot)
-            if r is not None and r.state is State.UP:
+            if r is not None and r.state is State.UP and not r.ejected:
                 yield r
 
     def up_slots(self) -> frozenset[int]:
@@ -143,7 +152,22 @@ class Pool:
             ring = self.ring
             if (ring.scheme, ring.probing, ring.replicas) == (scheme, probing, members):
                 return
+            self._members_changed(ring.replicas, members)
             self.ring = await asyncio.to_thread(HashRing, scheme, members, probing)
+
+    def _members_changed(self, old: frozenset[int], new: frozenset[int]) -> None:
+        # Before the new ring is built (tens of milliseconds): requests in flight on a
+        # failed replica are given up now, and ``route`` already passes it over.
+        for slot in old - new:
+            r = self.replicas.get(slot)
+            if r is not None and r.state is State.DOWN:
+                for hook in self.on_failed:
+                    hook(r)
+        for slot in new - old:
+            r = self.replicas.get(slot)
+            if r is not None:  # (re)joining, maybe as a replacement: a clean slate
+                r.failures = 0
+                r.ejected = False
 
     async def set_scheme(self, scheme: HashScheme, probing: Probing) -> None:
         self.scheme, self.probing = scheme, probing

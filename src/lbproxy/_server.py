@@ -153,6 +153,7 @@ class Server:
             proxy.serve_now,
             cfg.proxy.client_keepalive_timeout,
             cfg.proxy.client_timeout,
+            cfg.proxy.max_client_connections,
         )
         await self._front.start(sock, backlog=1024)
         self.port = sock.getsockname()[1]

@@ -104,4 +104,11 @@ class Transport(Protocol):
         """
         ...
 
+    def abandon(self, address: str, reason: str) -> int:
+        """The replica at ``address`` was taken out (it failed): its idle connections are
+        closed, and each request in flight there that is bodiless and idempotent and has had
+        nothing back fails now with ``UpstreamProtocolError`` (``reason`` says why), so it can
+        go to another replica at once. Returns how many were failed."""
+        ...
+
     async def close(self) -> None: ...

@@ -20,7 +20,7 @@ import httptools
 
 from .._config import ProxyConfig
 from .._errors import UpstreamConnectError, UpstreamProtocolError, UpstreamTimeoutError
-from .._headers import CRLF, HOP_BY_HOP, SEP, decode_wire
+from .._headers import CRLF, HOP_BY_HOP, SEP, decode_wire, only_chunked
 from ._base import IDEMPOTENT, RequestBody
 
 log = logging.getLogger("lbproxy.transport")
@@ -57,12 +57,15 @@ class _Response:
         "length",
         "reason",
         "received",
+        "replayable",
         "status",
     )
 
-    def __init__(self, conn: _Connection, head_only: bool) -> None:
+    def __init__(self, conn: _Connection, head_only: bool, replayable: bool) -> None:
         self._conn = conn
         self.head_only = head_only
+        #: Bodiless and idempotent: may be sent to another replica if this one gives up.
+        self.replayable = replayable
         self.status = 0
         self.reason = ""
         self.header_lines: list[bytes] = []
@@ -158,6 +161,7 @@ class _Connection(asyncio.Protocol):
         "_length_known",
         "_on_answer",
         "_status",
+        "_te",
         "_timer",
         "_waiting_on_client",
         "_write_paused",
@@ -190,6 +194,7 @@ class _Connection(asyncio.Protocol):
         self._status = b""
         self._interim = False
         self._length_known = False
+        self._te: bytes | None = None
         self._write_paused = False
         self._drain: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -202,6 +207,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.pool.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
         ex = self._exchange
@@ -225,6 +231,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.pool.connections.discard(self)
         if self.idle:
             self.pool.forget(self)
         self._cancel_timer()
@@ -254,6 +261,7 @@ class _Connection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._status = b""
         self._length_known = False
+        self._te = None
         ex = self._exchange
         if ex is not None:
             ex.header_lines = []
@@ -265,7 +273,9 @@ class _Connection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         ex = self._exchange
-        if ex is None:
+        if ex is None or ex.head_done:
+            # After the head: a trailer field of a chunked answer. Dropped, never made a
+            # head field (the client gets the balancer's own chunked framing, without them).
             return
         ex.header_lines += (name, SEP, value, CRLF)
         low = name.lower()
@@ -275,6 +285,7 @@ class _Connection(asyncio.Protocol):
                 ex.length = int(value)  # the parser has checked it
             elif low == b"transfer-encoding":
                 self._length_known = True
+                self._te = value if self._te is None else self._te + b"," + value
             if low in _HOP_BY_HOP:
                 ex.end_to_end = False
 
@@ -288,6 +299,19 @@ class _Connection(asyncio.Protocol):
                 ex.fail(UpstreamProtocolError(f"{self.pool.address} switched protocols"))
                 self.abort()
             self._interim = True  # an interim answer (103 Early Hints...): wait for the final
+            return
+        te = self._te
+        if te is not None and (not only_chunked(te) or self.parser.get_http_version() == "1.0"):
+            # The body is relayed chunked as the balancer parsed it: a coding on top of
+            # chunked (gzip, chunked) would be lost on the way, and other framings are not
+            # relayed at all (RFC 9112 section 6.1: an HTTP/1.0 one is faulty).
+            ex.fail(
+                UpstreamProtocolError(
+                    f"{self.pool.address} sent an answer with Transfer-Encoding: "
+                    f"{te.decode('latin-1')} (only chunked is relayed)"
+                )
+            )
+            self.abort()
             return
         ex.status = status
         ex.reason = self._status.decode("latin-1")
@@ -338,7 +362,7 @@ class _Connection(asyncio.Protocol):
     ) -> _Response:
         """Send a bodiless request; ``on_answer`` is called when the head is in or it failed."""
         assert self.transport is not None
-        ex = _Response(self, head_only)
+        ex = _Response(self, head_only, True)
         self._exchange = ex
         self._on_answer = on_answer
         self.keep_alive = False
@@ -354,11 +378,16 @@ class _Connection(asyncio.Protocol):
             on_answer(ex)
 
     async def send(
-        self, head: bytes, body: RequestBody | None, head_only: bool, chunked: bool
+        self,
+        head: bytes,
+        body: RequestBody | None,
+        head_only: bool,
+        chunked: bool,
+        replayable: bool = False,
     ) -> _Response:
         """Send a request and wait for the answer's head; the body streams while it comes."""
         assert self.transport is not None
-        ex = _Response(self, head_only)
+        ex = _Response(self, head_only, replayable)
         self._exchange = ex
         self.keep_alive = False
         self._last_activity = self.loop.time()
@@ -504,6 +533,8 @@ class _HostPool:
         self._connect_timeout = config.connect_timeout
         self.read_timeout = config.read_timeout
         self._idle: collections.deque[_Connection] = collections.deque()
+        #: Every open connection, idle or busy (so that ``abandon`` finds the busy ones).
+        self.connections: set[_Connection] = set()
         self.closing = False
 
     def acquire(self) -> _Connection | None:
@@ -545,6 +576,21 @@ class _HostPool:
             old = idle.popleft()
             old.idle = False
             old.close()
+
+    def abandon(self, reason: str) -> int:
+        """The replica was taken out: close the idle connections, and fail the exchanges that
+        can go to another replica and have had nothing back (the others may still be
+        answered). Returns how many exchanges were failed."""
+        failed = 0
+        for conn in list(self.connections):
+            ex = conn._exchange
+            if ex is None:
+                conn.close()
+            elif ex.replayable and not ex.received and not ex.complete and ex._error is None:
+                ex.fail(UpstreamProtocolError(f"{self.address} {reason}"))
+                conn.abort()
+                failed += 1
+        return failed
 
     def forget(self, conn: _Connection) -> None:
         conn.idle = False
@@ -601,9 +647,10 @@ class HttptoolsTransport:
         chunked = body is not None and body.length is None
         head = encode_head(method, target, headers, chunked)
         head_only = method == "HEAD"
+        replayable = body is None and method in IDEMPOTENT
         conn = pool.acquire() or await pool.connect()
         try:
-            return await conn.send(head, body, head_only, chunked)
+            return await conn.send(head, body, head_only, chunked, replayable)
         except _StaleConnection:
             if method not in IDEMPOTENT:
                 raise UpstreamProtocolError(
@@ -615,7 +662,7 @@ class HttptoolsTransport:
         log.debug("%s closed a reused connection; sending again on a new one", address)
         conn = await pool.connect()
         try:
-            return await conn.send(head, body, head_only, chunked)
+            return await conn.send(head, body, head_only, chunked, replayable)
         except _StaleConnection:
             raise UpstreamProtocolError(f"{address} closed the connection at once") from None
 
@@ -634,6 +681,11 @@ class HttptoolsTransport:
             return None
         head = encode_head(method, target, headers, False)
         return conn.send_nowait(head, method == "HEAD", on_answer)
+
+    def abandon(self, address: str, reason: str) -> int:
+        """See ``Transport.abandon``."""
+        pool = self._pools.get(address)
+        return pool.abandon(reason) if pool is not None else 0
 
     async def close(self) -> None:
         self._closed = True
