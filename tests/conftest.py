@@ -68,6 +68,16 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def group_processes(pgids: set[int]) -> set[int]:
+    """Live (not zombie) processes in any of the process groups ``pgids``, as ``ps`` sees
+    them (independently of the backend's own /proc reading)."""
+    out = subprocess.run(
+        ["ps", "-e", "-o", "pid=,pgid=,stat="], capture_output=True, text=True, check=True
+    ).stdout
+    rows = (line.split() for line in out.splitlines())
+    return {int(pid) for pid, pgid, stat in rows if int(pgid) in pgids and not stat.startswith("Z")}
+
+
 @pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(auto_decompress=False) as session:

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from conftest import PY, eventually, pid_alive, pids_of_children
+from conftest import PY, eventually, group_processes, pid_alive, pids_of_children
 from lbproxy import BackendError, parse_config
 from lbproxy._config import ProcessBackendConfig, StaticReplica
 from lbproxy.backends import ProcessBackend, StaticBackend, make_backend
@@ -156,6 +156,72 @@ async def test_process_backend_stop_kills_the_whole_group() -> None:
         await asyncio.wait_for(backend.stop(handle), 10)
         assert not pid_alive(pid)
         await eventually(lambda: not any(pid_alive(p) for p in grandchildren), timeout=5)
+    finally:
+        await asyncio.wait_for(backend.close(), 10)
+
+
+async def test_process_backend_serves_a_shell_that_does_not_exec(
+    http: aiohttp.ClientSession,
+) -> None:
+    # The server is the shell's child, not the balancer's: it must serve all the same.
+    backend = ProcessBackend(
+        ProcessBackendConfig(
+            command=["/bin/sh", "-c", f"{PY} -m lbproxy.replica; echo replica ended"],
+            output="discard",
+        )
+    )
+    try:
+        handle = await backend.start("wrapped", 1)
+        body = await eventually(lambda: _home(http, handle.address), timeout=20)
+        assert body == {"message": "Hello from Server: wrapped", "status": "successful"}
+        assert await backend.list() == [handle]
+    finally:
+        await asyncio.wait_for(backend.close(), 10)
+
+
+async def test_process_backend_stop_waits_for_the_whole_group() -> None:
+    # The shell leaves at the first SIGTERM; its child ignores it: stop() returns only once
+    # the child is gone too (killed after the stop timeout).
+    script = f"{PY} -c '{IGNORE_SIGTERM}' & wait"
+    backend = ProcessBackend(
+        ProcessBackendConfig(command=["/bin/sh", "-c", script], output="discard"),
+        stop_timeout=0.5,
+    )
+    try:
+        handle = await backend.start("stubborn-child", 1)
+        pid = backend.pid(handle)
+        assert pid is not None
+        child = await eventually(
+            lambda: next((c for c in pids_of_children(pid) if _ignores_sigterm(c)), None),
+            timeout=10,
+        )
+        await asyncio.wait_for(backend.stop(handle), 10)
+        assert not pid_alive(pid)
+        assert not pid_alive(child)
+        assert not group_processes({pid})
+    finally:
+        await asyncio.wait_for(backend.close(), 10)
+
+
+async def test_process_backend_stop_ends_what_an_exited_command_left() -> None:
+    # The command exits at once, leaving a child behind in its group.
+    backend = ProcessBackend(
+        ProcessBackendConfig(
+            command=["/bin/sh", "-c", f"{PY} -c 'import time; time.sleep(120)' & exit 3"],
+            output="discard",
+        ),
+        stop_timeout=2.0,
+    )
+    try:
+        handle = await backend.start("leaves-a-child", 1)
+        pid = backend.pid(handle)
+        assert pid is not None
+        assert await asyncio.wait_for(backend.wait_exit(handle), 10) == "exited with status 3"
+        left = group_processes({pid})
+        assert left  # the child (and the watcher) outlived the command
+        await asyncio.wait_for(backend.stop(handle), 10)
+        assert not group_processes({pid})
+        assert not any(pid_alive(p) for p in left)
     finally:
         await asyncio.wait_for(backend.close(), 10)
 
