@@ -118,7 +118,7 @@ class ProcessBackend:
     async def watch(self) -> None:
         return  # the event loop's child watcher reports exits to wait_exit
 
-    async def start(self, hostname: str, slot: int) -> ReplicaHandle:
+    async def start(self, hostname: str, slot: int, restarts: int = 0) -> ReplicaHandle:
         command = self._command()
         # The starter would report a missing program only by exiting; say it up front.
         if shutil.which(command[0]) is None:
@@ -165,7 +165,7 @@ class ProcessBackend:
         finally:
             sock.close()
         address = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
-        handle = ReplicaHandle(hostname=hostname, slot=slot, address=address, ident=str(proc.pid))
+        handle = ReplicaHandle(hostname, slot, address, str(proc.pid), restarts)
         self._procs[handle] = proc
         return handle
 
