@@ -21,6 +21,20 @@ IGNORE_SIGTERM = (
 )
 
 
+#: A replica that binds PORT itself, as most servers do (exits 98 if the port is taken).
+BINDS_PORT = """\
+import os, socket, sys
+os.environ.pop("LISTEN_FD", None)
+probe = socket.socket()
+try:
+    probe.bind(("127.0.0.1", int(os.environ["PORT"])))
+except OSError:
+    sys.exit(98)
+probe.close()
+os.execv(sys.executable, [sys.executable, "-m", "lbproxy.replica", "--host", "127.0.0.1"])
+"""
+
+
 def _ignores_sigterm(pid: int) -> bool:
     """True once ``pid`` has SIGTERM in its ignored-signal mask (/proc/<pid>/status SigIgn)."""
     try:
@@ -177,6 +191,28 @@ async def test_process_backend_serves_a_shell_that_does_not_exec(
         assert await backend.list() == [handle]
     finally:
         await asyncio.wait_for(backend.close(), 10)
+
+
+async def test_process_backend_command_that_binds_its_port_itself(
+    http: aiohttp.ClientSession,
+) -> None:
+    # A server that can only bind a port (no inherited socket): given PORT alone, it serves;
+    # handed the listening socket as well, it could not bind the port the socket holds.
+    command = [PY, "-c", BINDS_PORT]
+    for listen_fd, serves in ((True, False), (False, True)):
+        backend = ProcessBackend(
+            ProcessBackendConfig(command=command, output="discard", listen_fd=listen_fd)
+        )
+        try:
+            handle = await backend.start("binds", 1)
+            if serves:
+                body = await eventually(lambda h=handle: _home(http, h.address), timeout=20)
+                assert body == {"message": "Hello from Server: binds", "status": "successful"}
+            else:
+                reason = await asyncio.wait_for(backend.wait_exit(handle), 20)
+                assert reason == "exited with status 98"  # EADDRINUSE
+        finally:
+            await asyncio.wait_for(backend.close(), 10)
 
 
 async def test_process_backend_stop_waits_for_the_whole_group() -> None:

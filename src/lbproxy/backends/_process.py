@@ -132,14 +132,17 @@ class ProcessBackend:
             if self._guard is None:
                 self._guard = os.pipe()
             sock.bind((host, 0))
-            sock.listen(1024)
             port = sock.getsockname()[1]
-            fd = sock.fileno()
-            env = {k: v for k, v in os.environ.items() if k != "LBPROXY_PARENT_PID"} | {
-                "SERVER_ID": hostname,
-                "PORT": str(port),
-                "LISTEN_FD": str(fd),
-            }
+            inherited = ("LBPROXY_PARENT_PID", "LISTEN_FD")
+            env = {k: v for k, v in os.environ.items() if k not in inherited}
+            env |= {"SERVER_ID": hostname, "PORT": str(port)}
+            passed: tuple[int, ...] = ()
+            if self._config.listen_fd:
+                sock.listen(1024)
+                env["LISTEN_FD"] = str(sock.fileno())
+                passed = (sock.fileno(),)
+            else:
+                sock.close()  # the command binds the port itself
             out = subprocess.DEVNULL if self._config.output == "discard" else None
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -151,7 +154,7 @@ class ProcessBackend:
                 str(max(1, math.ceil(self._stop_timeout))),
                 *command,
                 env=env,
-                pass_fds=(fd, self._guard[0]),
+                pass_fds=(*passed, self._guard[0]),
                 # Own session: a Ctrl-C in the terminal reaches the balancer only, which then
                 # stops its replicas in order instead of racing their deaths. Its id is the
                 # group's, which stop() signals as a whole.
