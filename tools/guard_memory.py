@@ -4,13 +4,15 @@ replica's own: starts real replicas with the process backend and reads /proc (Li
     .venv/bin/python tools/guard_memory.py [--replicas 3]
 
 RSS counts shared pages in full; PSS shares them out among the processes using them; USS is
-what the process alone holds (freed when it exits).
+what the process alone holds (freed when it exits). The last row, for comparison, is the
+smallest Python process that could watch a pipe instead (``python -I -S`` blocked on a read).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import subprocess
 import sys
 
 from lbproxy._config import ProcessBackendConfig
@@ -32,6 +34,10 @@ def memory_kb(pid: int) -> tuple[int, int, int]:
 
 async def measure(count: int) -> list[tuple[str, int, tuple[int, int, int]]]:
     backend = ProcessBackend(ProcessBackendConfig(output="discard"))
+    # For comparison: the smallest Python that could watch a pipe instead.
+    python = await asyncio.create_subprocess_exec(
+        sys.executable, "-I", "-S", "-c", "import os; os.read(0, 1)", stdin=subprocess.PIPE
+    )
     rows = []
     try:
         handles = [await backend.start(f"m{i}", i) for i in range(1, count + 1)]
@@ -41,8 +47,11 @@ async def measure(count: int) -> list[tuple[str, int, tuple[int, int, int]]]:
             for pid in group_members(leader):
                 kind = "replica" if pid == leader else "watcher"
                 rows.append((kind, pid, memory_kb(pid)))
+        rows.append(("python", python.pid, memory_kb(python.pid)))
     finally:
         await backend.close()
+        python.kill()
+        await python.wait()
     return rows
 
 

@@ -9,8 +9,8 @@ children, grandchildren. A *watcher* in the group does it: a ``/bin/sh`` that bl
 the balancer's guard pipe, which the balancer never writes to; the read returns only at end
 of file, that is when the last copy of the write end closes, when the balancer process is
 gone. The watcher then sends SIGTERM to the whole group, and SIGKILL after the stop
-timeout. It holds about 0.1 MB of its own per replica (a Python process would hold 3.5 MB):
-``.venv/bin/python tools/guard_memory.py`` measures it.
+timeout. It holds about 0.1 MB of its own per replica (the smallest Python process would hold
+2.8 MB): ``.venv/bin/python tools/guard_memory.py`` measures it.
 """
 
 from __future__ import annotations
