@@ -9,7 +9,7 @@ children, grandchildren. A *watcher* in the group does it: a ``/bin/sh`` that bl
 the balancer's guard pipe, which the balancer never writes to; the read returns only at end
 of file, that is when the last copy of the write end closes, when the balancer process is
 gone. The watcher then sends SIGTERM to the whole group, and SIGKILL after the stop
-timeout. It holds about 0.1 MB of its own per replica (the smallest Python process would hold
+timeout. It holds 0.1-0.2 MB of its own per replica (the smallest Python process would hold
 2.8 MB): ``.venv/bin/python tools/guard_memory.py`` measures it.
 """
 
@@ -48,7 +48,10 @@ if os.fork() == 0:
         null = os.open(os.devnull, os.O_WRONLY)
         os.dup2(null, 1)
         os.dup2(null, 2)
-        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+        # The only descriptors passed on (the rest are close-on-exec).
+        os.close(guard)
+        if "LISTEN_FD" in os.environ:
+            os.close(int(os.environ["LISTEN_FD"]))
         os.execv("/bin/sh", ["lbproxy-watcher", "-c", {WATCHER!r}, "lbproxy-watcher", grace])
     os._exit(0)
 os.wait()
