@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import os
 import secrets
 import signal
@@ -18,6 +19,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import aiohttp
@@ -351,9 +353,22 @@ async def raw_upstream() -> AsyncIterator[Callable[[RawHandler], Awaitable[RawUp
         await server.wait_closed()
 
 
-# --- Docker -------------------------------------------------------------------------------------
+# --- the repository's tools -----------------------------------------------------------------------
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def load_tool(name: str) -> ModuleType:
+    """``tools/<name>.py`` as a module (the tools are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"lbproxy_{name}", REPO / "tools" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+# --- Docker -------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")

@@ -47,6 +47,14 @@ def _ignores_sigterm(pid: int) -> bool:
     return False
 
 
+def _shell(script: str, stop_timeout: float = 5.0) -> ProcessBackend:
+    """A process backend whose replicas run ``script`` in a shell."""
+    return ProcessBackend(
+        ProcessBackendConfig(command=["/bin/sh", "-c", script], output="discard"),
+        stop_timeout=stop_timeout,
+    )
+
+
 @pytest.fixture
 async def process_backend() -> AsyncIterator[ProcessBackend]:
     backend = ProcessBackend(ProcessBackendConfig(output="discard"), stop_timeout=3.0)
@@ -157,11 +165,7 @@ async def test_process_backend_kills_replica_that_ignores_sigterm() -> None:
 
 async def test_process_backend_stop_kills_the_whole_group() -> None:
     # A shell that runs the real server as its child: stop must reach the grandchild too.
-    script = f"{PY} -c 'import time; time.sleep(120)' & wait"
-    backend = ProcessBackend(
-        ProcessBackendConfig(command=["/bin/sh", "-c", script], output="discard"),
-        stop_timeout=2.0,
-    )
+    backend = _shell(f"{PY} -c 'import time; time.sleep(120)' & wait", stop_timeout=2.0)
     try:
         handle = await backend.start("shell", 1)
         pid = backend.pid(handle)
@@ -178,12 +182,7 @@ async def test_process_backend_serves_a_shell_that_does_not_exec(
     http: aiohttp.ClientSession,
 ) -> None:
     # The server is the shell's child, not the balancer's: it must serve all the same.
-    backend = ProcessBackend(
-        ProcessBackendConfig(
-            command=["/bin/sh", "-c", f"{PY} -m lbproxy.replica; echo replica ended"],
-            output="discard",
-        )
-    )
+    backend = _shell(f"{PY} -m lbproxy.replica; echo replica ended")
     try:
         handle = await backend.start("wrapped", 1)
         body = await eventually(lambda: _home(http, handle.address), timeout=20)
@@ -218,11 +217,7 @@ async def test_process_backend_command_that_binds_its_port_itself(
 async def test_process_backend_stop_waits_for_the_whole_group() -> None:
     # The shell leaves at the first SIGTERM; its child ignores it: stop() returns only once
     # the child is gone too (killed after the stop timeout).
-    script = f"{PY} -c '{IGNORE_SIGTERM}' & wait"
-    backend = ProcessBackend(
-        ProcessBackendConfig(command=["/bin/sh", "-c", script], output="discard"),
-        stop_timeout=0.5,
-    )
+    backend = _shell(f"{PY} -c '{IGNORE_SIGTERM}' & wait", stop_timeout=0.5)
     try:
         handle = await backend.start("stubborn-child", 1)
         pid = backend.pid(handle)
@@ -241,13 +236,7 @@ async def test_process_backend_stop_waits_for_the_whole_group() -> None:
 
 async def test_process_backend_stop_ends_what_an_exited_command_left() -> None:
     # The command exits at once, leaving a child behind in its group.
-    backend = ProcessBackend(
-        ProcessBackendConfig(
-            command=["/bin/sh", "-c", f"{PY} -c 'import time; time.sleep(120)' & exit 3"],
-            output="discard",
-        ),
-        stop_timeout=2.0,
-    )
+    backend = _shell(f"{PY} -c 'import time; time.sleep(120)' & exit 3", stop_timeout=2.0)
     try:
         handle = await backend.start("leaves-a-child", 1)
         pid = backend.pid(handle)

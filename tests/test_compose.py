@@ -6,22 +6,19 @@ Skipped (with the reason printed) where no Docker engine is reachable.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
 
-from conftest import REPO, docker_cleanup, docker_names, docker_ps, free_port
+from conftest import REPO, docker_cleanup, docker_names, docker_ps, free_port, load_tool
 
 pytestmark = pytest.mark.usefixtures("docker_images")
 
@@ -109,16 +106,7 @@ def test_make_up_serves_from_containers_and_make_down_leaves_nothing(tmp_path: P
     assert not network_exists(network)
 
 
-def _load_tool(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"lbproxy_{name}", REPO / "tools" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-restart_gap = _load_tool("restart_gap")
+restart_gap = load_tool("restart_gap")
 
 
 def started_at(container: str) -> tuple[str, str]:

@@ -3,27 +3,11 @@ itself runs against a real stack in tests/test_compose.py)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from types import ModuleType
-
 import pytest
 
-from conftest import REPO
+from conftest import load_tool
 
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "lbproxy_restart_gap", REPO / "tools" / "restart_gap.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-gap = _load()
+gap = load_tool("restart_gap")
 
 
 def test_failures_gap_and_recovery() -> None:

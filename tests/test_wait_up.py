@@ -3,25 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
-from types import ModuleType
 
 import aiohttp
 
-from conftest import REPO, BalancerFactory, free_port, url
+from conftest import BalancerFactory, free_port, load_tool, url
 
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("lbproxy_wait_up", REPO / "tools" / "wait_up.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-wait_up = _load()
+wait_up = load_tool("wait_up")
 
 
 async def test_up_whatever_n_is_and_not_up_without_replicas(
