@@ -18,6 +18,8 @@ export LBPROXY_PORT ?= 5000
 export LBPROXY_NETWORK ?= lbproxy-net
 export LBPROXY_INSTANCE ?= lbproxy
 export LBPROXY_CONFIG_DIR ?= .
+# Longest `make up` waits for the stack to serve.
+UP_TIMEOUT ?= 180
 
 # Whichever compose is installed: the plugin (`docker compose`) or the standalone tool.
 COMPOSE ?= $(shell if docker compose version >/dev/null 2>&1; then echo "docker compose"; \
@@ -29,6 +31,7 @@ COMPOSE ?= $(shell if docker compose version >/dev/null 2>&1; then echo "docker 
 help:
 	@echo "make up      build the images (offline if need be) and start the stack on port 5000"
 	@echo "make down    stop the stack and remove every container and network it made"
+	@echo "             (stopping or restarting the balancer alone keeps its replicas)"
 	@echo "make logs    follow the balancer's log"
 	@echo "make run     run the balancer on port 5000 with local-process replicas (no Docker)"
 	@echo "             (make run BACKEND=docker: on the host, with container replicas)"
@@ -79,18 +82,21 @@ compose-check:
 	'docker-compose' is installed; install one (Debian: apt-get install docker-compose)" >&2; \
 	exit 1; }
 
+# On a stack that is up this returns at once, whatever N is now, and compose leaves the
+# balancer as it is unless its image or settings changed (then the new one adopts the replicas).
 up: images compose-check
 	$(COMPOSE) up -d --no-build
-	@$(PY) tools/wait_up.py --url http://127.0.0.1:$(LBPROXY_PORT) \
-		--config $(LBPROXY_CONFIG_DIR)/config.yaml || { $(COMPOSE) logs --tail=40; exit 1; }
+	@$(PY) tools/wait_up.py --url http://127.0.0.1:$(LBPROXY_PORT) --timeout $(UP_TIMEOUT) \
+		|| { $(COMPOSE) logs --tail=40; exit 1; }
 	@echo "logs: make logs    stop: make down"
 
+# The balancer leaves its replicas running when it stops (for the next one to adopt): the
+# replicas are removed here, by their label, before compose removes the network.
 down: compose-check
-	-$(COMPOSE) stop --timeout 60
-	@# A balancer that was killed cannot remove its replicas; they go here, before the network.
+	-$(COMPOSE) stop --timeout 20
 	@ids=$$(docker ps -aq --filter label=lbproxy.instance=$(LBPROXY_INSTANCE)); \
 	if [ -n "$$ids" ]; then docker rm -f $$ids >/dev/null; fi
-	$(COMPOSE) down --remove-orphans --timeout 60
+	$(COMPOSE) down --remove-orphans --timeout 20
 
 logs: compose-check
 	$(COMPOSE) logs -f

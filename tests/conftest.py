@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import os
 import secrets
 import signal
@@ -18,6 +19,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import aiohttp
@@ -66,6 +68,16 @@ def pid_alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def group_processes(pgids: set[int]) -> set[int]:
+    """Live (not zombie) processes in any of the process groups ``pgids``, as ``ps`` sees
+    them (independently of the backend's own /proc reading)."""
+    out = subprocess.run(
+        ["ps", "-e", "-o", "pid=,pgid=,stat="], capture_output=True, text=True, check=True
+    ).stdout
+    rows = (line.split() for line in out.splitlines())
+    return {int(pid) for pid, pgid, stat in rows if int(pgid) in pgids and not stat.startswith("Z")}
 
 
 @pytest.fixture
@@ -341,9 +353,22 @@ async def raw_upstream() -> AsyncIterator[Callable[[RawHandler], Awaitable[RawUp
         await server.wait_closed()
 
 
-# --- Docker -------------------------------------------------------------------------------------
+# --- the repository's tools -----------------------------------------------------------------------
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def load_tool(name: str) -> ModuleType:
+    """``tools/<name>.py`` as a module (the tools are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"lbproxy_{name}", REPO / "tools" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+# --- Docker -------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")

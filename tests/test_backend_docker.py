@@ -21,7 +21,14 @@ from conftest import docker_cleanup, docker_cli, docker_names, docker_ps, eventu
 from lbproxy import BackendError
 from lbproxy._config import DockerBackendConfig
 from lbproxy.backends import DockerBackend, ReplicaHandle
-from lbproxy.backends._docker import LABEL_INSTANCE, LABEL_SLOT, death_reason, replica_of
+from lbproxy.backends._docker import (
+    LABEL_INSTANCE,
+    LABEL_RESTARTS,
+    LABEL_SLOT,
+    death_reason,
+    replica_of,
+    slot_of,
+)
 
 pytestmark = pytest.mark.usefixtures("docker_images")
 
@@ -87,6 +94,17 @@ def test_replica_of_reads_a_listing() -> None:
     }
     assert replica_of(listing, "net", 5000) == ReplicaHandle("web-3", 3, "172.20.0.7:5000", "abc")
     assert replica_of(listing, "other-net", 5000) is None  # not on our network: unreachable
+    counted = {**listing, "Labels": {LABEL_SLOT: "3", LABEL_RESTARTS: "4"}}
+    assert replica_of(counted, "net", 5000) == ReplicaHandle(
+        "web-3", 3, "172.20.0.7:5000", "abc", restarts=4
+    )
+    # A dead container has no address, but still its name, slot and count.
+    assert slot_of({**counted, "State": "exited", "NetworkSettings": {}}) == ("web-3", 3, 4)
+    assert slot_of({**counted, "Labels": {LABEL_SLOT: "3", LABEL_RESTARTS: "x"}}) == (
+        "web-3",
+        3,
+        0,
+    )
     assert replica_of({**listing, "Labels": {LABEL_SLOT: "0"}}, "net", 5000) is None
     assert replica_of({**listing, "Labels": {LABEL_SLOT: "x"}}, "net", 5000) is None
     assert replica_of({**listing, "Names": ["/-bad"]}, "net", 5000) is None
@@ -115,6 +133,7 @@ async def test_start_list_stop_a_real_container(docker_backend: BackendFactory) 
     assert info["Id"] == handle.ident
     assert info["Config"]["Labels"][LABEL_INSTANCE] == prefix
     assert info["Config"]["Labels"][LABEL_SLOT] == "4"
+    assert info["Config"]["Labels"][LABEL_RESTARTS] == "0"
     assert f"SERVER_ID={name}" in info["Config"]["Env"]
     assert "GREETING=hi" in info["Config"]["Env"]
     network = info["NetworkSettings"]["Networks"][f"{prefix}-net"]
@@ -266,23 +285,49 @@ async def test_event_stream_reconnects_and_misses_nothing(
 # --- adoption and shutdown ----------------------------------------------------------------------
 
 
-async def test_open_adopts_running_replicas_and_removes_dead_ones(
+async def test_open_adopts_running_replicas_and_replaces_dead_ones(
     docker_backend: BackendFactory,
 ) -> None:
     old = docker_backend(remove_on_shutdown=False)
     prefix = old.prefix  # type: ignore[attr-defined]
     await old.open()
-    kept = [await old.start(f"{prefix}-r{slot}", slot) for slot in (2, 5)]
-    dead = await old.start(f"{prefix}-dead", 7)
+    kept = [
+        await old.start(f"{prefix}-r{slot}", slot, restarts) for slot, restarts in [(2, 0), (5, 3)]
+    ]
+    dead = await old.start(f"{prefix}-dead", 7, 1)
     await docker_cli("kill", dead.ident)
+    unusable = f"{prefix}-unlabelled"
+    await docker_cli(
+        "create",
+        "--name",
+        unusable,
+        "--label",
+        f"{LABEL_INSTANCE}={prefix}",
+        "lbproxy/server:latest",
+    )
     await old.close()  # a balancer that leaves its replicas running
     assert set(docker_ps(prefix)) == {h.hostname for h in kept}
 
     new = docker_backend()
     adopted = await new.open()
-    assert adopted == kept  # same containers, same slots, slot order
-    assert inspect(dead.ident) is None  # the dead one is removed
-    assert set(docker_ps(prefix, running=False)) == {h.hostname for h in kept}
+    # The running ones: same containers, same slots, their restart counts (from labels).
+    assert adopted[:2] == kept  # in slot order: 2, 5, then 7
+    assert [h.restarts for h in kept] == [0, 3]
+    # The one that died while no balancer ran: removed, and replaced in its slot (same
+    # name, its count one more), so N is what it was.
+    replacement = adopted[2]
+    assert (replacement.hostname, replacement.slot, replacement.restarts) == (dead.hostname, 7, 2)
+    assert replacement.ident != dead.ident
+    assert inspect(dead.ident) is None
+    assert inspect(unusable) is None  # not a replica (no slot): removed, not replaced
+    info = inspect(replacement.hostname)
+    assert info is not None and info["State"]["Running"]
+    assert info["Config"]["Labels"][LABEL_RESTARTS] == "2"
+    assert set(docker_ps(prefix, running=False)) == {
+        *(h.hostname for h in kept),
+        replacement.hostname,
+    }
+    await eventually(lambda: home(replacement.address), timeout=30)
 
     await new.close()  # remove_on_shutdown (the default) removes them
     assert docker_ps(prefix, running=False) == {}

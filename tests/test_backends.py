@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from conftest import PY, eventually, pid_alive, pids_of_children
+from conftest import PY, eventually, group_processes, pid_alive, pids_of_children
 from lbproxy import BackendError, parse_config
 from lbproxy._config import ProcessBackendConfig, StaticReplica
 from lbproxy.backends import ProcessBackend, StaticBackend, make_backend
@@ -19,6 +19,20 @@ from lbproxy.backends import ProcessBackend, StaticBackend, make_backend
 IGNORE_SIGTERM = (
     "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(120)\n"
 )
+
+
+#: A replica that binds PORT itself, as most servers do (exits 98 if the port is taken).
+BINDS_PORT = """\
+import os, socket, sys
+os.environ.pop("LISTEN_FD", None)
+probe = socket.socket()
+try:
+    probe.bind(("127.0.0.1", int(os.environ["PORT"])))
+except OSError:
+    sys.exit(98)
+probe.close()
+os.execv(sys.executable, [sys.executable, "-m", "lbproxy.replica", "--host", "127.0.0.1"])
+"""
 
 
 def _ignores_sigterm(pid: int) -> bool:
@@ -31,6 +45,14 @@ def _ignores_sigterm(pid: int) -> bool:
     except OSError:
         pass
     return False
+
+
+def _shell(script: str, stop_timeout: float = 5.0) -> ProcessBackend:
+    """A process backend whose replicas run ``script`` in a shell."""
+    return ProcessBackend(
+        ProcessBackendConfig(command=["/bin/sh", "-c", script], output="discard"),
+        stop_timeout=stop_timeout,
+    )
 
 
 @pytest.fixture
@@ -143,11 +165,7 @@ async def test_process_backend_kills_replica_that_ignores_sigterm() -> None:
 
 async def test_process_backend_stop_kills_the_whole_group() -> None:
     # A shell that runs the real server as its child: stop must reach the grandchild too.
-    script = f"{PY} -c 'import time; time.sleep(120)' & wait"
-    backend = ProcessBackend(
-        ProcessBackendConfig(command=["/bin/sh", "-c", script], output="discard"),
-        stop_timeout=2.0,
-    )
+    backend = _shell(f"{PY} -c 'import time; time.sleep(120)' & wait", stop_timeout=2.0)
     try:
         handle = await backend.start("shell", 1)
         pid = backend.pid(handle)
@@ -156,6 +174,79 @@ async def test_process_backend_stop_kills_the_whole_group() -> None:
         await asyncio.wait_for(backend.stop(handle), 10)
         assert not pid_alive(pid)
         await eventually(lambda: not any(pid_alive(p) for p in grandchildren), timeout=5)
+    finally:
+        await asyncio.wait_for(backend.close(), 10)
+
+
+async def test_process_backend_serves_a_shell_that_does_not_exec(
+    http: aiohttp.ClientSession,
+) -> None:
+    # The server is the shell's child, not the balancer's: it must serve all the same.
+    backend = _shell(f"{PY} -m lbproxy.replica; echo replica ended")
+    try:
+        handle = await backend.start("wrapped", 1)
+        body = await eventually(lambda: _home(http, handle.address), timeout=20)
+        assert body == {"message": "Hello from Server: wrapped", "status": "successful"}
+        assert await backend.list() == [handle]
+    finally:
+        await asyncio.wait_for(backend.close(), 10)
+
+
+async def test_process_backend_command_that_binds_its_port_itself(
+    http: aiohttp.ClientSession,
+) -> None:
+    # A server that can only bind a port (no inherited socket): given PORT alone, it serves;
+    # handed the listening socket as well, it could not bind the port the socket holds.
+    command = [PY, "-c", BINDS_PORT]
+    for listen_fd, serves in ((True, False), (False, True)):
+        backend = ProcessBackend(
+            ProcessBackendConfig(command=command, output="discard", listen_fd=listen_fd)
+        )
+        try:
+            handle = await backend.start("binds", 1)
+            if serves:
+                body = await eventually(lambda h=handle: _home(http, h.address), timeout=20)
+                assert body == {"message": "Hello from Server: binds", "status": "successful"}
+            else:
+                reason = await asyncio.wait_for(backend.wait_exit(handle), 20)
+                assert reason == "exited with status 98"  # EADDRINUSE
+        finally:
+            await asyncio.wait_for(backend.close(), 10)
+
+
+async def test_process_backend_stop_waits_for_the_whole_group() -> None:
+    # The shell leaves at the first SIGTERM; its child ignores it: stop() returns only once
+    # the child is gone too (killed after the stop timeout).
+    backend = _shell(f"{PY} -c '{IGNORE_SIGTERM}' & wait", stop_timeout=0.5)
+    try:
+        handle = await backend.start("stubborn-child", 1)
+        pid = backend.pid(handle)
+        assert pid is not None
+        child = await eventually(
+            lambda: next((c for c in pids_of_children(pid) if _ignores_sigterm(c)), None),
+            timeout=10,
+        )
+        await asyncio.wait_for(backend.stop(handle), 10)
+        assert not pid_alive(pid)
+        assert not pid_alive(child)
+        assert not group_processes({pid})
+    finally:
+        await asyncio.wait_for(backend.close(), 10)
+
+
+async def test_process_backend_stop_ends_what_an_exited_command_left() -> None:
+    # The command exits at once, leaving a child behind in its group.
+    backend = _shell(f"{PY} -c 'import time; time.sleep(120)' & exit 3", stop_timeout=2.0)
+    try:
+        handle = await backend.start("leaves-a-child", 1)
+        pid = backend.pid(handle)
+        assert pid is not None
+        assert await asyncio.wait_for(backend.wait_exit(handle), 10) == "exited with status 3"
+        left = group_processes({pid})
+        assert left  # the child (and the watcher) outlived the command
+        await asyncio.wait_for(backend.stop(handle), 10)
+        assert not group_processes({pid})
+        assert not any(pid_alive(p) for p in left)
     finally:
         await asyncio.wait_for(backend.close(), 10)
 

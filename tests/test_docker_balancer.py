@@ -167,6 +167,55 @@ async def test_a_restarted_balancer_adopts_its_replicas(
     assert docker_ps(instance(stack), running=False) == {}  # removed on shutdown
 
 
+async def test_a_restarted_balancer_keeps_restart_counts_and_replaces_the_dead(
+    http: aiohttp.ClientSession, stack: dict[str, Any]
+) -> None:
+    keep = deep_merge(stack, {"replicas": {"count": 3, "docker": {"remove_on_shutdown": False}}})
+    first = Server(parse_config(deep_merge(TEST_CONFIG, keep)))
+    await first.startup()
+    try:
+        # Slot 1's replica dies and is replaced: the slot has restarted once.
+        victim = first.pool.replicas[1]
+        killed = victim.hostname
+        await docker_cli("kill", killed)
+        await eventually(
+            lambda: victim.hostname != killed and victim.up.is_set(), timeout=60, interval=0.1
+        )
+        assert victim.restarts == 1
+        before = {s: r.hostname for s, r in first.pool.replicas.items()}
+    finally:
+        await first.shutdown()
+    running = docker_ps(instance(stack))
+    assert sorted(running) == sorted(before.values())  # left running
+    # While no balancer runs, slot 2's replica dies.
+    await docker_cli("kill", before[2])
+
+    # config.yaml now asks for fewer: the next balancer still takes over all it finds.
+    fewer = deep_merge(keep, {"replicas": {"count": 2}})
+    second = Server(parse_config(deep_merge(TEST_CONFIG, fewer)))
+    await second.startup()
+    try:
+        replicas = second.pool.replicas
+        assert {s: r.hostname for s, r in replicas.items()} == before  # same names and slots
+        assert {s: r.restarts for s, r in replicas.items()} == {1: 1, 2: 1, 3: 0}
+        assert second.supervisor.start_attempts == type(second.supervisor.start_attempts)()
+        after = docker_ps(instance(stack))
+        assert sorted(after) == sorted(before.values())
+        assert after[before[1]] == running[before[1]]  # adopted: the very same containers
+        assert after[before[3]] == running[before[3]]
+        assert after[before[2]] != running[before[2]]  # the dead one: a new container
+        await eventually(lambda: all(r.up.is_set() for r in replicas.values()), timeout=60)
+        assert (await rep(http, second))["N"] == 3
+        seen = set()
+        for i in range(60):
+            async with http.get(url(second, "/home"), headers={"X-Request-Id": str(i)}) as r:
+                assert r.status == 200
+                seen.add((await r.json())["message"].removeprefix("Hello from Server: "))
+        assert seen == set(before.values())
+    finally:
+        await second.shutdown()
+
+
 async def test_startup_without_the_image_fails_clearly(stack: dict[str, Any]) -> None:
     missing = deep_merge(stack, {"replicas": {"docker": {"image": "lbproxy/absent:0"}}})
     server = Server(parse_config(deep_merge(TEST_CONFIG, missing)))

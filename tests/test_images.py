@@ -2,23 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from types import ModuleType
+from conftest import load_tool
 
-from conftest import REPO
-
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("lbproxy_images", REPO / "tools" / "images.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-images = _load()
+images = load_tool("images")
 
 DEB822 = """\
 Types: deb

@@ -16,7 +16,16 @@ import aiohttp
 import pytest
 import yaml
 
-from conftest import PY, TEST_CONFIG, deep_merge, eventually, pid_alive, pids_of_children, url
+from conftest import (
+    PY,
+    TEST_CONFIG,
+    deep_merge,
+    eventually,
+    group_processes,
+    pid_alive,
+    pids_of_children,
+    url,
+)
 from lbproxy import Server, parse_config
 
 
@@ -65,15 +74,52 @@ async def test_signal_stops_balancer_and_its_replicas(
     assert "Traceback" not in output
 
 
-async def test_killed_balancer_leaves_no_replicas(balancer_process: Any) -> None:
-    bp = balancer_process()
-    children = await _children(bp.proc.pid, 3)
+#: A replica command that starts a child of its own (a worker, a sidecar), then becomes the
+#: built-in server.
+SPAWNS_A_CHILD = (
+    "import os, subprocess, sys\n"
+    "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+    "os.execv(sys.executable, [sys.executable, '-m', 'lbproxy.replica'])\n"
+)
+#: Replica commands a user may configure, with how many processes each runs.
+COMMANDS: dict[str, tuple[list[str] | None, int]] = {
+    "builtin": (None, 1),
+    # A shell that runs the server as its child (no exec), as a wrapper script would.
+    "sh-without-exec": (["/bin/sh", "-c", f"{PY} -m lbproxy.replica; echo replica ended"], 2),
+    "spawns-a-child": ([PY, "-c", SPAWNS_A_CHILD], 2),
+}
+
+
+@pytest.mark.parametrize(("command", "per_replica"), COMMANDS.values(), ids=COMMANDS.keys())
+async def test_killed_balancer_leaves_no_replicas(
+    balancer_process: Any, http: aiohttp.ClientSession, command: list[str] | None, per_replica: int
+) -> None:
+    bp = balancer_process({"replicas": {"process": {"command": command}}})
+    async with http.get(f"{bp.url}/rep") as resp:
+        names = (await resp.json())["message"]["replicas"]
+    assert len(names) == 3
+    # Every replica serves, whatever its command.
+    seen = set()
+    for i in range(60):
+        async with http.get(f"{bp.url}/home", headers={"X-Request-Id": str(i)}) as resp:
+            assert resp.status == 200
+            seen.add((await resp.json())["message"].removeprefix("Hello from Server: "))
+    assert seen == set(names)
+    children = await _children(bp.proc.pid, 3 * per_replica)
+    groups = {os.getpgid(p) for p in children}
+    assert len(groups) == 3  # a process group per replica
+    # The replicas' processes, and whatever else is in their groups (their watchers).
+    members = group_processes(groups)
+    assert children <= members
+
     bp.proc.kill()
     assert await asyncio.to_thread(bp.proc.wait, 10) == -signal.SIGKILL
     killed_at = time.monotonic()
-    # PR_SET_PDEATHSIG: each replica gets SIGTERM when the balancer dies, and exits.
-    await eventually(lambda: not any(pid_alive(p) for p in children), timeout=10)
-    print(f"\nbalancer SIGKILL -> replicas gone in {(time.monotonic() - killed_at) * 1000:.0f} ms")
+    # Every process of every replica's group ends: SIGTERM at once, SIGKILL after the
+    # stop timeout for anything that ignores it.
+    await eventually(lambda: not group_processes(groups), timeout=15)
+    print(f"\nbalancer SIGKILL -> replica groups gone in {time.monotonic() - killed_at:.2f}s")
+    assert not [p for p in members if pid_alive(p)]
     await eventually(lambda: _port_free(bp.port), timeout=5)
 
 

@@ -136,3 +136,42 @@ async def test_replica_keeps_serving_many_requests(
     statuses = await asyncio.wait_for(asyncio.gather(*(one() for _ in range(100))), 30)
     assert statuses == [200] * 100
     await _stop_with_sigterm(proc)
+
+
+async def test_launched_through_a_shell_it_serves(http: aiohttp.ClientSession) -> None:
+    # LBPROXY_PARENT_PID names the launcher; a shell between them is not a reason to exit.
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        "/bin/sh",
+        "-c",
+        f"{PY} -m lbproxy.replica --id wrapped --port {port}; echo replica ended",
+        env=_clean_env(LBPROXY_PARENT_PID=str(os.getpid())),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        await _wait_listening(proc, port)
+        await _check_endpoints(http, port, "wrapped")
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 10)
+
+
+async def test_exits_at_once_when_its_launcher_is_already_gone() -> None:
+    # The launcher died before the replica could ask to die with it.
+    gone = await asyncio.create_subprocess_exec(PY, "-c", "pass")
+    await gone.wait()
+    proc = await asyncio.create_subprocess_exec(
+        PY,
+        "-m",
+        "lbproxy.replica",
+        "--port",
+        str(free_port()),
+        env=_clean_env(LBPROXY_PARENT_PID=str(gone.pid)),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    assert await asyncio.wait_for(proc.wait(), 20) == 0

@@ -1,7 +1,9 @@
-"""Wait until a balancer answers on its port with all its replicas: what `make up` returns on.
+"""Wait until a balancer serves on its port: what `make up` returns on.
 
-Polls ``GET /rep`` until N equals the expected count and ``GET /home`` is answered by a
-replica.
+Up means: ``GET /rep`` answers with N >= 1 (``--min-replicas``) and ``GET /home`` is answered
+by a replica. N itself is not waited for: a running stack may have any N (after an ``/add``, a
+``/rm``, or replicas adopted from an earlier balancer), and a starting balancer opens its port
+only once its first replicas answer, so ``make up`` returns at once on a stack that is up.
 """
 
 from __future__ import annotations
@@ -22,43 +24,42 @@ def get_json(url: str) -> tuple[int, dict[str, object]]:
         return e.code, {}
 
 
-def ready(base: str, replicas: int) -> str | None:
-    """None when ready, else what is still missing."""
+def replicas(base: str) -> int | None:
+    """N as ``/rep`` says it, or None if it does not answer so."""
+    status, rep = get_json(f"{base}/rep")
+    message = rep.get("message")
+    n = message.get("N") if isinstance(message, dict) else None
+    return n if status == 200 and isinstance(n, int) else None
+
+
+def ready(base: str, min_replicas: int = 1) -> tuple[int | None, str | None]:
+    """(N, None) when up, else (N or None, what is still missing)."""
+    n = None
     try:
-        status, rep = get_json(f"{base}/rep")
-        message = rep.get("message")
-        n = message.get("N") if isinstance(message, dict) else None
-        if status != 200 or n != replicas:
-            return f"/rep says N={n}, waiting for {replicas}"
+        n = replicas(base)
+        if n is None or n < min_replicas:
+            return n, f"/rep says N={n}, waiting for at least {min_replicas}"
         status, _ = get_json(f"{base}/home")
         if status != 200:
-            return f"/home answered {status}"
+            return n, f"/home answered {status}"
     except (OSError, ValueError) as e:
-        return f"not answering yet ({e})"
-    return None
+        return n, f"not answering yet ({e})"
+    return n, None
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", default="http://127.0.0.1:5000")
-    which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--replicas", type=int, help="N to wait for")
-    which.add_argument("--config", help="wait for this config.yaml's replicas.count")
+    parser.add_argument("--min-replicas", type=int, default=1, help="N to wait for at least")
     parser.add_argument("--timeout", type=float, default=180.0)
     args = parser.parse_args(argv)
-    if args.config:
-        from lbproxy import load_config
-
-        args.replicas = load_config(args.config).replicas.count
     started = time.monotonic()
-    waiting = "nothing tried"
+    waiting: str | None = "nothing tried"
     while time.monotonic() - started < args.timeout:
-        waiting = ready(args.url, args.replicas)
+        n, waiting = ready(args.url, args.min_replicas)
         if waiting is None:
-            print(
-                f"lbproxy is up at {args.url} with {args.replicas} replicas "
-                f"({time.monotonic() - started:.1f}s)"
-            )
+            elapsed = time.monotonic() - started
+            print(f"lbproxy is up at {args.url} with {n} replicas ({elapsed:.1f}s)")
             return 0
         time.sleep(0.25)
     print(f"lbproxy is not up at {args.url} after {args.timeout:.0f}s: {waiting}", file=sys.stderr)

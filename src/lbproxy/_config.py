@@ -36,9 +36,13 @@ class ListenConfig(_Model):
 
 class ProcessBackendConfig(_Model):
     #: Command that runs one replica; it gets SERVER_ID, PORT and LISTEN_FD in its environment.
-    #: None means this Python's ``-m lbproxy.replica``.
+    #: None means this Python's ``-m lbproxy.replica``. See docs/replicas.md.
     command: list[str] | None = None
     host: str = "127.0.0.1"
+    #: Hand each replica its socket already listening (LISTEN_FD; no other program can take
+    #: the port meanwhile). False: only PORT, a port free a moment before, for a command that
+    #: can only bind a port itself (it could not while it holds the listening socket).
+    listen_fd: bool = True
     #: Where replicas' stdout/stderr go: the balancer's own ("inherit") or nowhere ("discard").
     output: Literal["inherit", "discard"] = "inherit"
 

@@ -96,6 +96,7 @@ class Controller:
         for handle in adopted:
             replica = self.pool.add(handle.slot, handle.hostname)
             replica.handle = handle
+            replica.restarts = handle.restarts
             self._supervisor.launch(replica)
             replicas.append(replica)
         if adopted:

@@ -26,6 +26,9 @@ from .transport import HttptoolsTransport, Transport
 
 log = logging.getLogger("lbproxy")
 
+#: Connections the kernel queues for the balancer's port before they are accepted.
+BACKLOG = 1024
+
 
 def _restart_only_changes(old: Config, new: Config) -> list[str]:
     """Dotted names of changed fields that a reload cannot apply."""
@@ -137,8 +140,18 @@ class Server:
         else:
             initial = self.control.start_initial(cfg.replicas.count, adopted=adopted)
         # Open the port once the replicas answer, so the first client is served, not refused.
-        if not await self.supervisor.wait_up(initial, cfg.health.startup_timeout):
-            down = [r.hostname for r in initial if not r.up.is_set()]
+        first, wait = initial, cfg.health.startup_timeout
+        taken_over = {h.slot for h in adopted}
+        if taken_over:
+            # A restarted balancer: the replicas it took over run already and answer their
+            # first heartbeat at once. Clients are queued meanwhile instead of refused, and
+            # the port opens as soon as those answer (any new ones join as they come up), or
+            # soon in any case (a hung one is replaced by its keeper).
+            sock.listen(BACKLOG)
+            first = [r for r in initial if r.slot in taken_over]
+            wait = cfg.health.timeout * (cfg.health.healthy_threshold + 1)
+        if not await self.supervisor.wait_up(first, wait):
+            down = [r.hostname for r in first if not r.up.is_set()]
             log.warning("starting without %s: not up yet (still being tried)", ", ".join(down))
         proxy = Proxy(self.pool, self.transport, lambda: self.config, lambda: self._key_function)
         admin = AdminApi(
@@ -155,7 +168,7 @@ class Server:
             cfg.proxy.client_timeout,
             cfg.proxy.max_client_connections,
         )
-        await self._front.start(sock, backlog=1024)
+        await self._front.start(sock, backlog=BACKLOG)
         self.port = sock.getsockname()[1]
         if self.config_path is not None and cfg.reload.enabled:
             self.tasks.spawn(

@@ -153,7 +153,9 @@ class Supervisor:
         if start and (self._backend.manages_lifecycle or replica.handle is None):
             self.start_attempts.append((replica.slot, time.monotonic()))
             try:
-                replica.handle = await self._backend.start(replica.hostname, replica.slot)
+                replica.handle = await self._backend.start(
+                    replica.hostname, replica.slot, replica.restarts
+                )
             except NameInUseError as e:
                 # The slot must be served: under another name, since this one is not ours.
                 replica.hostname = self._fresh_name()

@@ -47,16 +47,30 @@ def make_app(server_id: str) -> web.Application:
     return app
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, someone else's
+    return True
+
+
 def _die_with_parent() -> None:
-    """Exit when the balancer that started us dies, even by SIGKILL (Linux only)."""
+    """For a launcher that sets LBPROXY_PARENT_PID (the benchmark does; the balancer ties its
+    replicas' lives to its own by their process group instead): exit when the parent process
+    dies, even by SIGKILL (Linux only)."""
     parent = os.environ.get("LBPROXY_PARENT_PID")
-    if not parent or not sys.platform.startswith("linux"):
+    if not parent or not parent.isdigit() or not sys.platform.startswith("linux"):
         return
     with contextlib.suppress(OSError, AttributeError):
         pr_set_pdeathsig = 1
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-    if os.getppid() != int(parent):
-        sys.exit(0)  # the parent died before prctl took effect
+    # Another parent is a shell or wrapper between us (which is fine), unless the named one
+    # is gone: then it died before prctl took effect.
+    if os.getppid() != int(parent) and not _alive(int(parent)):
+        sys.exit(0)
 
 
 async def serve(server_id: str, host: str, port: int, fd: int | None) -> None:

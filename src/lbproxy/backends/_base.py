@@ -17,6 +17,9 @@ class ReplicaHandle:
     address: str
     #: The backend's own id for it (a pid, a container id, the static address).
     ident: str
+    #: How many times the slot's replica was replaced after failing, as the backend keeps it
+    #: (a container's label): an adopted replica's count survives the balancer's restart.
+    restarts: int = 0
 
 
 class Backend(Protocol):
@@ -25,7 +28,8 @@ class Backend(Protocol):
 
     async def open(self) -> list[ReplicaHandle]:
         """Get ready to run replicas (raises BackendError when that is impossible) and return
-        the running replicas an earlier balancer left behind, to adopt in their slots."""
+        the replicas an earlier balancer left behind, to adopt in their slots: the running
+        ones, and a new one in the slot of each that died meanwhile."""
         ...
 
     async def watch(self) -> None:
@@ -33,8 +37,9 @@ class Backend(Protocol):
         Server runs this as a tracked task); returns at once if ``wait_exit`` needs no help."""
         ...
 
-    async def start(self, hostname: str, slot: int) -> ReplicaHandle:
-        """Start a replica; returns once it exists (not once it answers). Raises BackendError."""
+    async def start(self, hostname: str, slot: int, restarts: int = 0) -> ReplicaHandle:
+        """Start a replica (the slot's ``restarts``-th replacement); returns once it exists
+        (not once it answers). Raises BackendError."""
         ...
 
     async def unavailable(self, hostnames: Sequence[str]) -> list[str]:

@@ -1,9 +1,10 @@
 """Docker backend: each replica a container on one network, created through the Docker API.
 
-Containers carry labels naming this balancer (``lbproxy.instance``) and their ring slot, so a
-restarted balancer adopts the running ones in their slots instead of duplicating or orphaning
-them. Deaths are learnt from Docker's event stream the moment they happen; heartbeats remain
-the safety net for a replica that hangs without dying.
+Containers carry labels naming this balancer (``lbproxy.instance``), their ring slot and their
+slot's restart count, so a restarted balancer adopts the running ones in their slots (with
+their counts) instead of duplicating or orphaning them, and replaces in its slot any that died
+while no balancer ran. Deaths are learnt from Docker's event stream the moment they happen;
+heartbeats remain the safety net for a replica that hangs without dying.
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ log = logging.getLogger("lbproxy.docker")
 
 LABEL_INSTANCE = "lbproxy.instance"
 LABEL_SLOT = "lbproxy.slot"
+LABEL_RESTARTS = "lbproxy.restarts"
 #: Container events that mean a replica is gone (``kill`` and ``stop`` end in ``die``).
 DEATH_EVENTS = ("die", "destroy", "oom")
 #: The fields of a container listing that the backend reads.
-_LISTED = ("Id", "Names", "State", "Labels", "NetworkSettings")
+_LISTED = ("Id", "Names", "State", "Status", "Labels", "NetworkSettings")
 #: Longest pause between two attempts to reconnect the event stream.
 EVENTS_BACKOFF_MAX = 10.0
 #: How far back a reconnected event stream replays, covering the engine's and our clocks
@@ -57,20 +59,29 @@ def death_reason(event: dict[str, Any]) -> str:
     return "container was removed"
 
 
-def replica_of(container: dict[str, Any], network: str, port: int) -> ReplicaHandle | None:
-    """The replica a container listing entry describes, or None if it is not a usable one."""
+def slot_of(container: dict[str, Any]) -> tuple[str, int, int] | None:
+    """(hostname, slot, restarts) of a container listing entry, running or not, or None if
+    its name or labels are not a replica's."""
     labels = container.get("Labels") or {}
     names = container.get("Names") or []
     hostname = names[0].lstrip("/") if names else ""
     slot = labels.get(LABEL_SLOT, "")
+    restarts = labels.get(LABEL_RESTARTS, "0")
+    if not slot.isdigit() or int(slot) < 1 or name_problem(hostname):
+        return None
+    return hostname, int(slot), int(restarts) if restarts.isdigit() else 0
+
+
+def replica_of(container: dict[str, Any], network: str, port: int) -> ReplicaHandle | None:
+    """The replica a container listing entry describes, or None if it is not a usable one."""
+    named = slot_of(container)
     ip = (((container.get("NetworkSettings") or {}).get("Networks") or {}).get(network) or {}).get(
         "IPAddress"
     )
-    if not slot.isdigit() or int(slot) < 1 or name_problem(hostname) or not ip:
+    if named is None or not ip:
         return None
-    return ReplicaHandle(
-        hostname=hostname, slot=int(slot), address=f"{ip}:{port}", ident=container["Id"]
-    )
+    hostname, slot, restarts = named
+    return ReplicaHandle(hostname, slot, f"{ip}:{port}", container["Id"], restarts)
 
 
 class DockerBackend:
@@ -107,8 +118,9 @@ class DockerBackend:
     # -- the Backend interface -------------------------------------------------------------
 
     async def open(self) -> list[ReplicaHandle]:
-        """Check the engine, image and network; adopt this balancer's running replicas and
-        remove its dead ones."""
+        """Check the engine, image and network; adopt this balancer's running replicas,
+        remove its dead ones and start a replacement in the slot of each (its restart
+        count one more), so a balancer that was down finds N as it was."""
         docker = self._client()
         try:
             await docker.version()
@@ -122,25 +134,51 @@ class DockerBackend:
                 raise BackendError(missing_image_message(image)) from None
             raise BackendError(f"cannot inspect image {image!r}: {e.message}") from e
         await self._ensure_network()
+        containers = await self._containers()
         adopted: dict[int, ReplicaHandle] = {}
-        stale: list[str] = []
-        for container in await self._containers():
+        for container in containers:
             handle = replica_of(container, self._config.network, self._config.port)
-            if container.get("State") != "running" or handle is None or handle.slot in adopted:
-                stale.append(container["Id"])
+            if container.get("State") == "running" and handle and handle.slot not in adopted:
+                adopted[handle.slot] = handle
+                self._track(handle)
+        dead: dict[int, tuple[str, int]] = {}
+        stale: list[str] = []
+        for container in containers:
+            if container["Id"] in self._handles:
                 continue
-            adopted[handle.slot] = handle
-            self._track(handle)
+            stale.append(container["Id"])
+            named = slot_of(container)
+            if named is not None and named[1] not in adopted and named[1] not in dead:
+                hostname, slot, restarts = named
+                dead[slot] = (hostname, restarts + 1)
+                log.warning(
+                    "replica %s (slot %d) ended while no balancer ran (%s); replacing it",
+                    hostname,
+                    slot,
+                    container.get("Status") or container.get("State") or "?",
+                )
         if stale:
             log.info("removing %d dead or unusable replica container(s)", len(stale))
             await asyncio.gather(*(self._remove(cid) for cid in stale))
+        started = await asyncio.gather(
+            *(self.start(name, slot, restarts) for slot, (name, restarts) in dead.items()),
+            return_exceptions=True,
+        )
+        for (slot, (name, _)), handle in zip(dead.items(), started, strict=True):
+            if isinstance(handle, ReplicaHandle):
+                adopted[slot] = handle
+            elif isinstance(handle, BackendError):
+                # The slot stays empty; the balancer fills up to replicas.count as usual.
+                log.error("cannot replace %s in slot %d: %s", name, slot, handle)
+            else:
+                raise handle
         return [adopted[s] for s in sorted(adopted)]
 
-    async def start(self, hostname: str, slot: int) -> ReplicaHandle:
+    async def start(self, hostname: str, slot: int, restarts: int = 0) -> ReplicaHandle:
         cfg = self._config
         # The engine finishes a create it has begun even if we stop waiting for it; a start
         # cancelled meanwhile (shutdown, /rm) must still undo it, or it leaves an orphan.
-        create = asyncio.ensure_future(self._create(hostname, slot))
+        create = asyncio.ensure_future(self._create(hostname, slot, restarts))
         try:
             container = await asyncio.shield(create)
         except asyncio.CancelledError:
@@ -167,7 +205,7 @@ class DockerBackend:
                 f"container {hostname!r} has no address on network {cfg.network!r} "
                 f"(state {state.get('Status', '?')}, exit code {state.get('ExitCode', '?')})"
             )
-        handle = ReplicaHandle(hostname=hostname, slot=slot, address=f"{ip}:{cfg.port}", ident=cid)
+        handle = ReplicaHandle(hostname, slot, f"{ip}:{cfg.port}", cid, restarts)
         self._handles[cid] = handle
         if not info.get("State", {}).get("Running", False):
             self._died(cid, f"container exited at once with status {info['State'].get('ExitCode')}")
@@ -301,7 +339,7 @@ class DockerBackend:
             if e.status != 409:  # created meanwhile by someone else: fine
                 raise BackendError(f"cannot create network {name!r}: {e.message}") from e
 
-    def _container_config(self, hostname: str, slot: int) -> dict[str, Any]:
+    def _container_config(self, hostname: str, slot: int, restarts: int) -> dict[str, Any]:
         cfg = self._config
         env = {**cfg.environment, "SERVER_ID": hostname, "PORT": str(cfg.port)}
         host_config: dict[str, Any] = {
@@ -319,16 +357,22 @@ class DockerBackend:
             "Image": cfg.image,
             "Hostname": hostname,
             "Env": [f"{k}={v}" for k, v in env.items()],
-            "Labels": {LABEL_INSTANCE: cfg.instance, LABEL_SLOT: str(slot)},
+            "Labels": {
+                LABEL_INSTANCE: cfg.instance,
+                LABEL_SLOT: str(slot),
+                LABEL_RESTARTS: str(restarts),
+            },
             "ExposedPorts": {f"{cfg.port}/tcp": {}},
             "StopTimeout": math.ceil(self._stop_timeout),
             "HostConfig": host_config,
             "NetworkingConfig": {"EndpointsConfig": {cfg.network: {"Aliases": [hostname]}}},
         }
 
-    async def _create(self, hostname: str, slot: int) -> aiodocker.docker.DockerContainer:
+    async def _create(
+        self, hostname: str, slot: int, restarts: int
+    ) -> aiodocker.docker.DockerContainer:
         docker = self._client()
-        config = self._container_config(hostname, slot)
+        config = self._container_config(hostname, slot, restarts)
         for attempt in (1, 2):
             try:
                 return await docker.containers.create(config, name=hostname)

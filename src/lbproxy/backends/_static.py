@@ -28,11 +28,11 @@ class StaticBackend:
     async def watch(self) -> None:
         return
 
-    async def start(self, hostname: str, slot: int) -> ReplicaHandle:
+    async def start(self, hostname: str, slot: int, restarts: int = 0) -> ReplicaHandle:
         address = self._addresses.get(hostname)
         if address is None:
             raise BackendError(f"{hostname!r} is not in replicas.static")
-        handle = ReplicaHandle(hostname=hostname, slot=slot, address=address, ident=address)
+        handle = ReplicaHandle(hostname, slot, address, address, restarts)
         self._handles[hostname] = handle
         return handle
 
