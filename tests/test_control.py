@@ -201,16 +201,18 @@ async def test_shutdown_with_a_replica_draining_keeps_to_shutdown_timeout(
 # -- /add racing /rm and shutdown ----------------------------------------------------------
 
 
+#: No replica at first; those added never answer, so an /add would wait 30 s for them.
+SILENT_START = {
+    "replicas": {"count": 0, "process": {"command": SILENT_REPLICA}},
+    "health": {"startup_timeout": 30},
+    "shutdown_timeout": 10,
+}
+
+
 async def test_add_overtaken_by_rm_answers_the_truth_at_once(
     balancer: Any, http: aiohttp.ClientSession
 ) -> None:
-    # Its replica never answers, so the /add would wait the whole startup_timeout for it.
-    server = await balancer(
-        {
-            "replicas": {"count": 0, "process": {"command": SILENT_REPLICA}},
-            "health": {"startup_timeout": 30},
-        }
-    )
+    server = await balancer(SILENT_START)
     add = asyncio.ensure_future(call(http, server, "POST", "/add", {"n": 1, "hostnames": ["S1"]}))
     await eventually(lambda: server.pool.by_hostname("S1") is not None, timeout=10)
     assert not add.done()
@@ -260,13 +262,7 @@ async def test_add_and_rm_storm_leaves_a_consistent_pool(
 async def test_add_waiting_when_shutdown_begins_answers_503_at_once(
     balancer: Any, http: aiohttp.ClientSession
 ) -> None:
-    server = await balancer(
-        {
-            "replicas": {"count": 0, "process": {"command": SILENT_REPLICA}},
-            "health": {"startup_timeout": 30},
-            "shutdown_timeout": 10,
-        }
-    )
+    server = await balancer(SILENT_START)
     add = asyncio.ensure_future(call(http, server, "POST", "/add", {"n": 1}))
     await eventually(lambda: len(server.pool) == 1, timeout=10)
     started = time.monotonic()

@@ -171,8 +171,7 @@ class Supervisor:
                 running = False
                 await self._abandon(replica)
             failures += 1
-            health = self._config().health
-            delay = backoff_delay(failures, health.backoff_initial, health.backoff_max)
+            delay = self._backoff(failures)
             log.warning(
                 "replica %s (slot %d) failed to start %d time(s) in a row; next try in %.1fs",
                 replica.hostname,
@@ -181,6 +180,10 @@ class Supervisor:
                 delay,
             )
             await asyncio.sleep(delay)
+
+    def _backoff(self, failures: int) -> float:
+        health = self._config().health
+        return backoff_delay(failures, health.backoff_initial, health.backoff_max)
 
     def _keeper_ended(self, replica: Replica, task: asyncio.Task[None]) -> None:
         """The watchdog: a keeper that ends without being asked to is started again."""
@@ -196,8 +199,7 @@ class Supervisor:
         else:
             why = "it returned"
         crashes = self._keeper_crashes[replica] = self._keeper_crashes.get(replica, 0) + 1
-        health = self._config().health
-        delay = backoff_delay(crashes, health.backoff_initial, health.backoff_max)
+        delay = self._backoff(crashes)
         log.error(
             "the keeper of %s (slot %d) ended unexpectedly (%s); a new one starts in %.1fs",
             replica.hostname,
