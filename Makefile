@@ -15,6 +15,7 @@ CODE   := src tests tools experiments bench
 # The compose stack; the tests run their own next to it by setting these.
 export COMPOSE_PROJECT_NAME ?= lbproxy
 export LBPROXY_PORT ?= 5000
+export LBPROXY_ADMIN_PORT ?= 5001
 export LBPROXY_NETWORK ?= lbproxy-net
 export LBPROXY_INSTANCE ?= lbproxy
 export LBPROXY_CONFIG_DIR ?= .

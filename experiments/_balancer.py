@@ -46,9 +46,10 @@ def balancer_config(
     overrides: dict[str, Any] | None = None,
     run: str | None = None,
 ) -> dict[str, Any]:
-    """The config.yaml an experiment runs with: loopback, an ephemeral port, no file watching."""
+    """The config.yaml an experiment runs with: loopback, ephemeral ports, no file watching."""
     config: dict[str, Any] = {
         "listen": {"host": "127.0.0.1", "port": 0},
+        "admin": {"host": "127.0.0.1", "port": 0},
         "replicas": {"count": replicas, "backend": backend},
         "hashing": {"function": hash_name},
         "reload": {"enabled": False},

@@ -28,7 +28,8 @@ import yaml
 from aiohttp import web
 
 from experiments._balancer import descendants
-from lbproxy import Server, parse_config
+from lbproxy import Config, Server, parse_config
+from lbproxy.backends import Backend
 
 PY = sys.executable
 
@@ -47,9 +48,10 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-#: Test defaults: ephemeral port, quiet replicas, fast health checks, no file watching.
+#: Test defaults: ephemeral ports, quiet replicas, fast health checks, no file watching.
 TEST_CONFIG: dict[str, Any] = {
     "listen": {"host": "127.0.0.1", "port": 0},
+    "admin": {"host": "127.0.0.1", "port": 0},
     "replicas": {"process": {"output": "discard"}, "stop_timeout": 3},
     "health": {"interval": 0.5, "timeout": 0.5, "backoff_initial": 0.2, "backoff_max": 2.0},
     "reload": {"enabled": False},
@@ -95,10 +97,12 @@ async def balancer() -> AsyncIterator[BalancerFactory]:
     started: list[Server] = []
 
     async def start(
-        overrides: dict[str, Any] | None = None, config_path: Path | None = None
+        overrides: dict[str, Any] | None = None,
+        config_path: Path | None = None,
+        backend: Callable[[Config], Backend] | None = None,
     ) -> Server:
         config = parse_config(deep_merge(TEST_CONFIG, overrides or {}))
-        server = Server(config, config_path)
+        server = Server(config, config_path, backend=backend(config) if backend else None)
         started.append(server)
         await server.startup()
         return server
@@ -110,6 +114,11 @@ async def balancer() -> AsyncIterator[BalancerFactory]:
 
 def url(server: Server, path: str = "/") -> str:
     return f"http://127.0.0.1:{server.port}{path}"
+
+
+def admin_url(server: Server, path: str = "/") -> str:
+    """``path`` on the balancer's admin listener."""
+    return f"http://127.0.0.1:{server.admin_port}{path}"
 
 
 UpstreamFactory = Callable[..., Awaitable[str]]

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from conftest import url
-from lbproxy import Server
+from conftest import eventually, url
+from lbproxy import Server, parse_config
 
 ADD_TOO_MANY = "<Error> Length of hostname list is more than newly added instances"
 RM_TOO_MANY = "<Error> Length of hostname list is more than removable instances"
@@ -28,6 +28,10 @@ async def rep(http: Any, server: Server) -> dict[str, Any]:
     status, body = await call(http, server, "GET", "/rep")
     assert status == 200 and body["status"] == "successful"
     return body["message"]
+
+
+async def _running(server: Server, n: int) -> bool:
+    return len(await server.backend.list()) == n
 
 
 async def home_ids(http: Any, server: Server, n: int = 60) -> set[str]:
@@ -90,7 +94,8 @@ async def test_rm_named_plus_random(balancer, http):
     assert set(left) < {"server-1", "server-2", "server-3"}
     assert await rep(http, server) == body["message"]
     assert await home_ids(http, server) == set(left)
-    assert len(await server.backend.list()) == 2
+    # /rm answers once they are out of the ring; with nothing in flight they stop at once.
+    await eventually(lambda: _running(server, 2), timeout=10)
 
 
 @pytest.mark.parametrize(
@@ -214,3 +219,173 @@ async def test_static_backend_refuses_scaling(balancer, http, upstream):
     assert status == 400 and "static" in body["message"]
     status, body = await call(http, server, "DELETE", "/rm", {"n": 1})
     assert status == 400 and "static" in body["message"]
+
+
+# -- malformed JSON over HTTP ----------------------------------------------------------------
+
+ODD_BODIES = [
+    b'{"n": 1, "hostnames": ' + b"[" * 1200 + b"]" * 1200 + b"}",
+    b'{"n": 1, "n": 1}',
+    b'\xef\xbb\xbf{"n": 1}',
+    '{"n": 1}'.encode("utf-16"),
+    b'{"n": NaN}',
+    b'{"n": ' + b"1" * 4000 + b"}",
+    b'{"n": 1, "hostnames": ["S\xff"]}',
+]
+
+
+@pytest.mark.parametrize("raw", ODD_BODIES, ids=lambda raw: repr(raw[:16]))
+async def test_odd_json_is_400_and_changes_nothing(balancer, http, raw):
+    server = await balancer({"replicas": {"count": 1}})
+    before = await rep(http, server)
+    for method, path in (("POST", "/add"), ("DELETE", "/rm")):
+        status, body = await call(http, server, method, path, raw=raw)
+        assert status == 400, body
+        assert body["status"] == "failure" and body["message"].startswith("<Error> ")
+        assert "request body" in body["message"].lower()
+    assert await rep(http, server) == before
+    assert len(await server.backend.list()) == 1
+
+
+# -- the admin listener --------------------------------------------------------------------
+
+TOKEN = "s3cret-token-0123456789abcdef"
+
+
+async def admin_call(
+    http: Any,
+    server: Server,
+    method: str,
+    path: str,
+    body: Any = None,
+    token: str | None = None,
+    port: int | None = None,
+) -> tuple[int, dict[str, Any], Any]:
+    """A request to the admin listener (or ``port``): (status, JSON body, headers)."""
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    data = None if body is None else json.dumps(body).encode()
+    where = f"http://127.0.0.1:{port or server.admin_port}{path}"
+    async with http.request(method, where, data=data, headers=headers) as r:
+        return r.status, await r.json(), r.headers
+
+
+async def test_admin_listener_serves_rep_add_rm_and_status(balancer, http):
+    server = await balancer({"replicas": {"count": 2}})
+    assert server.admin_port not in (None, 0, server.port)
+    status, body, _ = await admin_call(http, server, "GET", "/rep")
+    assert (status, body) == (200, {"message": await rep(http, server), "status": "successful"})
+
+    status, body, _ = await admin_call(http, server, "POST", "/add", {"n": 1, "hostnames": ["A1"]})
+    assert status == 200 and body["message"]["N"] == 3 and "A1" in body["message"]["replicas"]
+
+    status, body, _ = await admin_call(http, server, "GET", "/status")
+    assert status == 200 and body["status"] == "successful"
+    report = body["message"]
+    assert report["N"] == 3
+    assert report["uptime_s"] >= 0
+    assert report["backend"] == "process" and report["hashing"] == "default"
+    assert report["version"] and report["config_reloads"] == 0 and report["draining"] == 0
+    assert [r["hostname"] for r in report["replicas"]] == ["server-1", "server-2", "A1"]
+    for r, slot in zip(report["replicas"], (1, 2, 3), strict=True):
+        assert set(r) == {
+            "hostname",
+            "slot",
+            "state",
+            "address",
+            "in_flight",
+            "requests",
+            "restarts",
+        }
+        assert r["slot"] == slot and r["state"] == "up" and r["restarts"] == 0
+        assert r["address"] == server.pool.replicas[slot].address and r["in_flight"] == 0
+    # Requests are counted per replica.
+    await home_ids(http, server, 30)
+    _, body, _ = await admin_call(http, server, "GET", "/status")
+    assert sum(r["requests"] for r in body["message"]["replicas"]) == 30
+
+    status, body, _ = await admin_call(http, server, "DELETE", "/rm", {"n": 1, "hostnames": ["A1"]})
+    assert status == 200 and body["message"] == {"N": 2, "replicas": ["server-1", "server-2"]}
+    _, body, _ = await admin_call(http, server, "GET", "/status")
+    assert [(r["hostname"], r["state"]) for r in body["message"]["replicas"]][:2] == [
+        ("server-1", "up"),
+        ("server-2", "up"),
+    ]
+    # /status is the admin listener's: on the balancer's port it is a path like any other.
+    async with http.get(url(server, "/status")) as r:
+        assert (
+            r.status == 400 and "does not exist in server replicas" in (await r.json())["message"]
+        )
+
+
+@pytest.mark.parametrize("path", ["/home", "/heartbeat", "/other", "/", "/rep/x"])
+async def test_admin_listener_proxies_nothing(balancer, http, path):
+    server = await balancer({"replicas": {"count": 1}})
+    for method in ("GET", "POST"):
+        status, body, _ = await admin_call(http, server, method, path)
+        assert status == 404, body
+        assert body["status"] == "failure"
+        assert f"'{path}' is not an endpoint of the admin API" in body["message"]
+    assert server.pool.replicas[1].requests == 0
+
+
+@pytest.mark.parametrize("on_admin_port", [False, True], ids=["main-port", "admin-port"])
+async def test_token_guards_add_and_rm_on_both_ports(balancer, http, on_admin_port):
+    server = await balancer({"replicas": {"count": 2}, "admin": {"token": TOKEN}})
+    port = server.admin_port if on_admin_port else server.port
+    before = await rep(http, server)
+    pids = {h.ident for h in await server.backend.list()}
+    for token, error in ((None, None), ("wrong-token-0123456789", "invalid_token"), ("", None)):
+        for method, path, body in (("POST", "/add", {"n": 1}), ("DELETE", "/rm", {"n": 1})):
+            status, answer, headers = await admin_call(
+                http, server, method, path, body, token=token, port=port
+            )
+            assert status == 401, answer
+            assert answer["status"] == "failure" and answer["message"].startswith("<Error> ")
+            challenge = headers["WWW-Authenticate"]
+            assert challenge.startswith("Bearer realm=")
+            assert (error or "error=") in challenge if error else "error=" not in challenge
+    # Nothing changed.
+    assert await rep(http, server) == before
+    assert {h.ident for h in await server.backend.list()} == pids
+    # The token, in any case of "Bearer", lets them through.
+    status, answer, _ = await admin_call(http, server, "POST", "/add", {"n": 1}, TOKEN, port)
+    assert status == 200 and answer["message"]["N"] == 3
+    async with http.delete(
+        f"http://127.0.0.1:{port}/rm",
+        data=json.dumps({"n": 1}),
+        headers={"Authorization": f"bearer {TOKEN}"},
+    ) as r:
+        assert r.status == 200 and (await r.json())["message"]["N"] == 2
+    # Reading needs no token.
+    assert (await admin_call(http, server, "GET", "/rep", port=port))[0] == 200
+    assert (await admin_call(http, server, "GET", "/status"))[0] == 200
+    # The method is checked first; a wrong one tells the method, not the token.
+    status, _, headers = await admin_call(http, server, "GET", "/add", port=port)
+    assert status == 405 and headers["Allow"] == "POST"
+
+
+async def test_add_and_rm_can_be_taken_off_the_main_port(balancer, http):
+    server = await balancer({"replicas": {"count": 1}, "admin": {"on_main_port": False}})
+    for method, path in (("POST", "/add"), ("DELETE", "/rm"), ("GET", "/add")):
+        status, body = await call(http, server, method, path, {"n": 1})
+        assert status == 403, body
+        assert body["status"] == "failure"
+        assert "admin listener" in body["message"] and "admin.on_main_port" in body["message"]
+    assert (await rep(http, server))["N"] == 1  # /rep stays, and nothing changed
+    status, body, _ = await admin_call(http, server, "POST", "/add", {"n": 1})
+    assert status == 200 and body["message"]["N"] == 2
+
+
+async def test_token_and_main_port_switch_reload(balancer, http):
+    server = await balancer({"replicas": {"count": 1}})
+    assert (await call(http, server, "POST", "/add", {"n": 1}))[0] == 200
+    data = server.config.model_dump()
+    data["admin"] = {**data["admin"], "token": TOKEN, "on_main_port": False}
+    await server.apply(parse_config(data))
+    assert server.config.admin.token is not None
+    assert (await call(http, server, "DELETE", "/rm", {"n": 1}))[0] == 403
+    assert (await admin_call(http, server, "DELETE", "/rm", {"n": 1}))[0] == 401
+    status, body, _ = await admin_call(http, server, "DELETE", "/rm", {"n": 1}, TOKEN)
+    assert status == 200 and body["message"]["N"] == 1
+    _, body, _ = await admin_call(http, server, "GET", "/status")
+    assert body["message"]["config_reloads"] == 1

@@ -194,6 +194,60 @@ def test_duplicate_names_case_insensitive(error_of: Parser) -> None:
     assert message == "<Error> Hostname 'SERVER-1' is listed twice"
 
 
+# --- JSON that Python's parser takes, or chokes on, but a strict one refuses -------------------
+
+#: Nested 1,200 levels in about 2.4 KB: Python's own parser raises RecursionError on it.
+DEEP_ARRAYS = b'{"n": 1, "hostnames": ' + b"[" * 1200 + b"]" * 1200 + b"}"
+DEEP_OBJECTS = b'{"n": ' + b'{"a": ' * 1000 + b"1" + b"}" * 1000 + b"}"
+UNCLOSED = b"[" * 5000
+
+
+@BOTH
+@pytest.mark.parametrize(
+    "raw", [DEEP_ARRAYS, DEEP_OBJECTS, UNCLOSED], ids=["arrays", "objects", "unclosed"]
+)
+def test_deep_nesting_is_refused(error_of: Parser, raw: bytes) -> None:
+    assert "more than 16 levels deep" in error_of(raw)
+
+
+@BOTH
+def test_brackets_inside_strings_are_not_nesting(error_of: Parser) -> None:
+    # Brackets in a string (and an escaped quote before them) count for nothing.
+    raw = b'{"n": 1, "hostnames": ["\\"' + b"[{" * 40 + b'"]}'
+    assert "more than 16 levels" not in error_of(raw)
+
+
+@BOTH
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        (b'{"n": 1, "n": 2}', "Field 'n' appears twice"),
+        (b'{"n": 1, "\\u006e": 2}', "Field 'n' appears twice"),
+        (b'{"n": NaN}', "NaN is not a JSON number"),
+        (b'{"n": Infinity}', "Infinity is not a JSON number"),
+        (b'{"n": -Infinity}', "-Infinity is not a JSON number"),
+        (b'{"n": 1e999}', "number out of range: 1e999"),
+        (b'{"n": ' + b"9" * 5000 + b"}", "number too large: 999999999999... (5000 digits)"),
+        (b'{"n": 123456789012345678901}', "(21 digits)"),
+        (b'\xef\xbb\xbf{"n": 1}', "byte order mark"),
+        ('{"n": 1}'.encode("utf-16"), "byte order mark"),
+        ('{"n": 1}'.encode("utf-16-le"), "Request body is not valid JSON"),
+        ('{"n": 1}'.encode("utf-32"), "byte order mark"),
+        (b'{"n": 1, "hostnames": ["S\xe9"]}', "not UTF-8 (byte 0xe9 at position 25)"),
+        (b'{"n": 1, "hostnames": ["\xed\xa0\x80"]}', "not UTF-8"),
+    ],
+)
+def test_json_oddities_are_refused_clearly(error_of: Parser, raw: bytes, fragment: str) -> None:
+    message = error_of(raw)
+    assert fragment in message
+    assert "set_int_max_str_digits" not in message  # Python's advice is not for clients
+
+
+def test_largest_sensible_numbers_still_parse() -> None:
+    assert "cap of 32" in add_error(body({"n": 10**20 - 1}))
+    assert "only 3 exist" in rm_error(body({"n": 10**20 - 1}))
+
+
 # --- against the running set --------------------------------------------------------------------
 
 

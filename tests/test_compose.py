@@ -53,6 +53,23 @@ def compose_containers(project: str) -> list[str]:
     return out.split()
 
 
+def published(project: str, port: str) -> list[tuple[str, str]]:
+    """(host address, host port) pairs that the project's balancer publishes ``port`` on."""
+    out = subprocess.run(
+        [
+            "docker",
+            "inspect",
+            "--format",
+            "{{json .NetworkSettings.Ports}}",
+            *compose_containers(project),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [(b["HostIp"], b["HostPort"]) for b in json.loads(out)[port] or []]
+
+
 def network_exists(name: str) -> bool:
     return (
         subprocess.run(["docker", "network", "inspect", name], capture_output=True).returncode == 0
@@ -61,7 +78,7 @@ def network_exists(name: str) -> bool:
 
 def test_make_up_serves_from_containers_and_make_down_leaves_nothing(tmp_path: Path) -> None:
     prefix = docker_names()
-    port = free_port()
+    port, admin_port = free_port(), free_port()
     network = f"{prefix}-net"
     config = {
         "replicas": {"count": 2, "name_prefix": prefix},
@@ -73,6 +90,7 @@ def test_make_up_serves_from_containers_and_make_down_leaves_nothing(tmp_path: P
         **os.environ,
         "COMPOSE_PROJECT_NAME": prefix,
         "LBPROXY_PORT": str(port),
+        "LBPROXY_ADMIN_PORT": str(admin_port),
         "LBPROXY_NETWORK": network,
         "LBPROXY_INSTANCE": prefix,
         "LBPROXY_CONFIG_DIR": str(tmp_path),
@@ -91,6 +109,11 @@ def test_make_up_serves_from_containers_and_make_down_leaves_nothing(tmp_path: P
         assert status == 200
         assert home["message"].removeprefix("Hello from Server: ") in docker_ps(prefix)
         assert len(compose_containers(prefix)) == 1  # only the balancer is a compose service
+        # The admin listener is published on the host's loopback only.
+        status, report = get(admin_port, "/status")
+        assert status == 200 and report["message"]["N"] == 2
+        assert report["message"]["backend"] == "docker"
+        assert published(prefix, "5001/tcp") == [("127.0.0.1", str(admin_port))]
 
         # Editing the mounted config.yaml reconfigures the balancer in its container.
         config["replicas"]["count"] = 3

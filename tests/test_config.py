@@ -381,6 +381,73 @@ def test_load_config_directory(tmp_path: Path) -> None:
         load_config(tmp_path)
 
 
+@pytest.mark.parametrize("content", [b"", b"\n  \n", b"# nothing but comments\n", b"---\n"])
+def test_a_file_without_a_document_is_an_error(tmp_path: Path, content: bytes) -> None:
+    # It cannot be told from a file cut short; {} states the defaults.
+    path = tmp_path / "config.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}: the file is empty")
+    assert "{}" in str(info.value)
+    path.write_text("{}\n")
+    assert load_config(path) == Config()
+
+
+def test_a_file_that_is_not_utf8_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"replicas:\n  name_prefix: caf\xe9\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: not UTF-8 text (invalid continuation byte at byte 28)"
+
+
+# --- admin and drain ----------------------------------------------------------------------------
+
+
+def test_admin_and_drain_defaults() -> None:
+    c = Config()
+    assert c.admin.host == "127.0.0.1"
+    assert c.admin.port == 5001
+    assert c.admin.token is None
+    assert c.admin.on_main_port is True
+    assert c.replicas.drain_timeout == 30.0
+    for field in ("admin.token", "admin.on_main_port", "replicas.drain_timeout"):
+        assert field in RELOADABLE
+    assert "admin.port" not in RELOADABLE and "admin.host" not in RELOADABLE
+
+
+def test_admin_token_is_a_secret() -> None:
+    token = "0123456789abcdef-token"
+    c = parse_config({"admin": {"token": token, "port": 0, "on_main_port": False}})
+    assert c.admin.token is not None and c.admin.token.get_secret_value() == token
+    assert token not in repr(c) and token not in c.model_dump_json()
+    assert parse_config(c.model_dump()) == c  # round-trips, as reloads and overrides need
+    assert with_overrides(c, **{"admin.port": 7}).admin.token == c.admin.token
+
+
+@pytest.mark.parametrize(
+    ("admin", "fragment"),
+    [
+        ({"token": "short"}, "at least 16 characters"),
+        ({"token": "has a space in it, long enough"}, "printable ASCII"),
+        ({"token": "x" * 5000}, "at most 4096"),
+        ({"port": 70000}, "admin.port"),
+        ({"on_main_port": "perhaps"}, "admin.on_main_port"),
+        ({"tokn": "x"}, "admin.tokn: unknown field"),
+    ],
+)
+def test_admin_errors_name_the_field(admin: dict[str, Any], fragment: str) -> None:
+    message = error_of({"admin": admin})
+    assert fragment in message
+    assert "admin." in message
+
+
+@pytest.mark.parametrize("value", [0, -1, 100_000])
+def test_drain_timeout_bounds(value: float) -> None:
+    assert "replicas.drain_timeout" in error_of({"replicas": {"drain_timeout": value}})
+
+
 # --- with_overrides -----------------------------------------------------------------------------
 
 

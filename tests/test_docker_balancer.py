@@ -92,8 +92,12 @@ async def test_add_and_rm_create_and_remove_containers(
         left = (await resp.json())["message"]
     assert left["N"] == 2
     assert named not in left["replicas"]
-    # Removed containers are gone from the engine, not just from the ring.
-    assert sorted(docker_ps(instance(stack), running=False)) == sorted(left["replicas"])
+    # Removed containers are gone from the engine, not just from the ring: /rm answers once
+    # they are out of the ring, and they are removed once drained (at once: nothing in flight).
+    await eventually(
+        lambda: sorted(docker_ps(instance(stack), running=False)) == sorted(left["replicas"]),
+        timeout=30,
+    )
 
     async with http.post(
         url(server, "/add"), json={"n": 1, "hostnames": [left["replicas"][0]]}

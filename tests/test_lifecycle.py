@@ -21,10 +21,12 @@ from conftest import (
     TEST_CONFIG,
     deep_merge,
     eventually,
+    free_port,
     group_processes,
     pid_alive,
     pids_of_children,
     url,
+    wait_for_port,
 )
 from lbproxy import Server, parse_config
 
@@ -304,3 +306,95 @@ def test_set_overrides_any_field_and_rejects_bad_ones(tmp_path: Path) -> None:
     malformed = _cli("run", "-c", str(path), "--check", "--set", "health.interval", cwd=tmp_path)
     assert malformed.returncode == 2
     assert "FIELD=VALUE" in malformed.stderr
+
+
+@pytest.mark.parametrize("content", ["", "# every line commented out\n"], ids=["empty", "comments"])
+def test_empty_config_file_is_refused_at_startup(tmp_path: Path, content: str) -> None:
+    # Startup has no running configuration to fall back on, and a file with no document
+    # cannot be told from one cut short: it is refused rather than run as all defaults.
+    path = tmp_path / "config.yaml"
+    path.write_text(content)
+    for args in (
+        ["run", "-c", str(path), "--check"],
+        ["run", "-c", str(path), "--port", "0", "--set", "admin.port=0"],
+    ):
+        result = _cli(*args, cwd=tmp_path)
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        assert "the file is empty" in result.stderr
+        assert "write {} in it" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+TOKEN = "env-token-0123456789abcdef"
+
+
+def test_check_never_prints_the_admin_token(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"admin": {"token": "file-token-0123456789abcdef"}}))
+    for env in ({}, {"LBPROXY_ADMIN_TOKEN": TOKEN}):
+        result = subprocess.run(
+            [PY, "-m", "lbproxy", "run", "-c", str(path), "--check"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={**os.environ, **env},
+        )
+        assert result.returncode == 0, result.stderr
+        printed = json.loads(result.stdout)
+        assert printed["admin"] == {
+            "host": "127.0.0.1",
+            "port": 5001,
+            "token": "**********",
+            "on_main_port": True,
+        }
+        assert "token-0123456789abcdef" not in result.stdout + result.stderr
+    short = subprocess.run(
+        [PY, "-m", "lbproxy", "run", "-c", str(path), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "LBPROXY_ADMIN_TOKEN": "short"},
+    )
+    assert short.returncode == 2 and "admin.token" in short.stderr
+
+
+async def test_admin_token_from_the_environment(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    port, admin_port = free_port(), free_port()
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            deep_merge(
+                TEST_CONFIG,
+                {"listen": {"port": port}, "admin": {"port": admin_port}, "replicas": {"count": 1}},
+            )
+        )
+    )
+    proc = await asyncio.create_subprocess_exec(
+        PY,
+        "-m",
+        "lbproxy",
+        "run",
+        "-c",
+        str(path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "LBPROXY_ADMIN_TOKEN": TOKEN},
+    )
+    try:
+        await asyncio.to_thread(wait_for_port, admin_port)
+        for where in (port, admin_port):
+            async with http.post(f"http://127.0.0.1:{where}/add", data=b'{"n": 1}') as r:
+                assert r.status == 401
+            async with http.post(
+                f"http://127.0.0.1:{where}/add",
+                data=b'{"n": 1}',
+                headers={"Authorization": f"Bearer {TOKEN}"},
+            ) as r:
+                assert r.status == 200, await r.text()
+        async with http.get(f"http://127.0.0.1:{admin_port}/status") as r:
+            assert (await r.json())["message"]["N"] == 3
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 20)

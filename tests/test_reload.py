@@ -16,6 +16,7 @@ from conftest import TEST_CONFIG, deep_merge, eventually, pid_alive, pids_of_chi
 from lbproxy import Server, parse_config
 from lbproxy._config import with_overrides
 from lbproxy._pool import State
+from lbproxy._reload import SETTLE
 from lbproxy.backends import ProcessBackend
 
 RELOAD = {"reload": {"enabled": True, "interval": 0.2}}
@@ -230,3 +231,68 @@ async def test_command_line_overrides_survive_a_reload(
         assert _all_up(server, 2)
     finally:
         await server.shutdown()
+
+
+# -- files caught mid-save -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("content", ["", "\n\n", "# all commented out\n"], ids=repr)
+async def test_empty_file_is_an_invalid_edit(
+    balancer: Any,
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    content: str,
+) -> None:
+    caplog.set_level(logging.INFO, logger="lbproxy")
+    server, path, data = await _start(balancer, tmp_path, {"replicas": {"count": 1}})
+    await eventually(lambda: _all_up(server, 1), timeout=20)
+    running = server.config
+
+    path.write_text(content)  # in place, as an editor truncating the file first does
+    await eventually(lambda: _count(caplog, REJECTED) >= 1, timeout=10)
+    message = next(r for r in caplog.records if REJECTED in r.getMessage())
+    assert message.levelno == logging.ERROR
+    assert "the file is empty" in message.getMessage()
+    assert str(path) in message.getMessage()
+    assert server.config is running
+    assert (await _rep(http, server)) == {"N": 1, "replicas": ["server-1"]}
+    assert len(server.supervisor.start_attempts) == 1  # nothing scaled, nothing started
+
+    # Once written whole again, an edit applies as usual.
+    _write(path, deep_merge(data, {"replicas": {"count": 2}}))
+    await eventually(lambda: _all_up(server, 2), timeout=20)
+
+
+async def test_a_file_being_written_is_applied_only_once_whole(
+    balancer: Any, http: aiohttp.ClientSession, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An editor saving in place: the file is emptied, then holds only its first section
+    (valid YAML, which alone would mean 3 replicas), then all of it. Each state lasts longer
+    than the watcher's poll, so a watcher that applies what it reads would apply them."""
+    caplog.set_level(logging.INFO, logger="lbproxy")
+    server, path, data = await _start(
+        balancer, tmp_path, {"replicas": {"count": 1}, "reload": {"interval": 0.1}}
+    )
+    await eventually(lambda: _all_up(server, 1), timeout=20)
+    final = deep_merge(data, {"health": {"interval": 0.7}})
+    text = yaml.safe_dump(final, sort_keys=False)
+    head = text[: text.index("replicas:")]  # listen: and admin: only, without the count
+    assert yaml.safe_load(head) and "count" not in head
+    hold = SETTLE * 0.6  # longer than the poll interval, shorter than the settling wait
+
+    with path.open("r+") as f:
+        f.truncate(0)
+        f.flush()
+        await asyncio.sleep(hold)
+        f.write(head)
+        f.flush()
+        await asyncio.sleep(hold)
+        f.write(text[len(head) :])
+    await eventually(lambda: server.config.health.interval == 0.7, timeout=10)
+    # Only the whole file was applied: the count never moved, no replica was started.
+    assert server.config.replicas.count == 1
+    assert len(server.supervisor.start_attempts) == 1
+    assert _count(caplog, REJECTED) == 0
+    assert _count(caplog, "changed; applying") == 1
+    assert (await _rep(http, server)) == {"N": 1, "replicas": ["server-1"]}

@@ -9,20 +9,35 @@ import contextlib
 import itertools
 import logging
 import os
+import resource
 import signal
 import socket
+import subprocess
+import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 from aiohttp import web
 
-from conftest import PY, eventually, pid_alive, pids_of_children, url
-from lbproxy import Server
+from conftest import (
+    PY,
+    TEST_CONFIG,
+    deep_merge,
+    eventually,
+    free_port,
+    pid_alive,
+    pids_of_children,
+    url,
+    wait_for_port,
+)
+from lbproxy import Config, Server
 from lbproxy._pool import Replica, State
 from lbproxy._supervisor import backoff_delay
-from lbproxy.backends import ProcessBackend
+from lbproxy.backends import ProcessBackend, ReplicaHandle
 
 FAST_HEALTH = {"interval": 0.2, "timeout": 0.2, "unhealthy_threshold": 2}
 
@@ -474,3 +489,242 @@ async def test_static_server_failing_heartbeat_leaves_ring_and_rejoins(
     await eventually(replica_c.up.is_set, timeout=10)
     assert await _served_by(http, server, keys) == {"web-c"}
     assert (await _rep(http, server))["N"] == 3
+
+
+# -- a keeper never dies -------------------------------------------------------------------
+
+
+class FlakyStartBackend(ProcessBackend):
+    """The real process backend, except that its first ``failures`` starts raise a plain
+    RuntimeError: no backend raises one on purpose, so it cannot be provoked on demand; this
+    injects it and leaves everything else (processes, sockets, exits) real."""
+
+    def __init__(self, config: Config, failures: int) -> None:
+        super().__init__(config.replicas.process, config.replicas.stop_timeout)
+        self.failures = failures
+
+    async def start(self, hostname: str, slot: int) -> ReplicaHandle:
+        if self.failures > 0:
+            self.failures -= 1
+            raise RuntimeError("injected: the backend broke in an unforeseen way")
+        return await super().start(hostname, slot)
+
+
+async def test_a_start_raising_any_exception_is_a_failed_attempt(
+    balancer: Any, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="lbproxy")
+    backends: list[FlakyStartBackend] = []
+
+    def flaky(config: Config) -> FlakyStartBackend:
+        backends.append(FlakyStartBackend(config, failures=3))
+        return backends[0]
+
+    server = await balancer(
+        {"replicas": {"count": 2}, "health": {"backoff_initial": 0.1, "backoff_max": 0.4}},
+        backend=flaky,
+    )
+    # Both slots are served in the end: the RuntimeErrors were failed attempts, retried.
+    await eventually(lambda: _all_up(server, 2), timeout=20)
+    assert backends[0].failures == 0
+    assert len(server.supervisor.start_attempts) == 2 + 3
+    assert "injected: the backend broke" in caplog.text
+    assert "failed to start 1 time(s) in a row" in caplog.text
+    assert len(pids_of_children(os.getpid())) == 2
+    assert (await _rep(http, server))["N"] == 2
+    async with http.get(url(server, "/home")) as resp:
+        assert resp.status == 200
+
+
+def _keeper_task(slot: int) -> asyncio.Task[Any] | None:
+    """The running keeper of ``slot`` (keepers are named keeper:<slot>:<hostname>)."""
+    for task in asyncio.all_tasks():
+        if task.get_name().startswith(f"keeper:{slot}:") and not task.done():
+            return task
+    return None
+
+
+async def test_watchdog_restarts_a_keeper_that_ended(
+    balancer: Any, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="lbproxy")
+    server = await balancer(
+        {"replicas": {"count": 2}, "health": {**FAST_HEALTH, "backoff_initial": 0.1}}
+    )
+    await eventually(lambda: _all_up(server, 2), timeout=20)
+    victim = server.pool.replicas[2]
+    keeper = _keeper_task(2)
+    assert keeper is not None
+    # A keeper ends though nobody retired its slot (here: a stray cancellation).
+    keeper.cancel()
+    await eventually(lambda: (t := _keeper_task(2)) is not None and t is not keeper, timeout=10)
+    assert "ended unexpectedly (it was cancelled)" in caplog.text
+    assert server.supervisor.keeper_restarts == 1
+    # The new keeper took over the running replica (probed it; no second process) ...
+    name, pid = victim.hostname, _pid(server, victim)
+
+    def up_again() -> bool:
+        return sum(f"{name} (slot 2) is up" in r.getMessage() for r in caplog.records) == 2
+
+    await eventually(up_again, timeout=10)
+    assert _all_up(server, 2)
+    assert _pid(server, victim) == pid
+    assert len(pids_of_children(os.getpid())) == 2
+    # ... and keeps the slot served: a kill is repaired as before.
+    old_name, old_pid = victim.hostname, _pid(server, victim)
+    os.kill(old_pid, signal.SIGKILL)
+    await eventually(
+        lambda: victim.hostname != old_name and _all_up(server, 2), timeout=20, interval=0.02
+    )
+    assert _pid(server, victim) != old_pid
+    assert len(pids_of_children(os.getpid())) == 2
+    assert (await _rep(http, server))["N"] == 2
+
+
+# -- descriptor exhaustion, for real -------------------------------------------------------
+
+
+class _Output:
+    """A child's merged stdout/stderr, collected by a task as it comes."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.lines: list[str] = []
+        assert proc.stdout is not None
+        self._stream = proc.stdout
+        self.task = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        while line := await self._stream.readline():
+            self.lines.append(line.decode(errors="replace"))
+
+    def has(self, text: str) -> bool:
+        return any(text in line for line in self.lines)
+
+
+def _open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def _live_replicas(pid: int) -> list[int]:
+    return [p for p in pids_of_children(pid) if pid_alive(p)]
+
+
+async def test_keepers_survive_descriptor_exhaustion(tmp_path: Path) -> None:
+    """A balancer whose descriptors run out (open client connections) while a replica is
+    killed: the replacement's start fails with EMFILE, again and again, and once the clients
+    leave, N replicas run again (counted as processes, not only in /rep)."""
+    limit = 160  # the balancer's RLIMIT_NOFILE, soft and hard: it cannot raise it
+    count = 3
+    port = free_port()
+    config = deep_merge(
+        TEST_CONFIG,
+        {
+            "listen": {"port": port},
+            "replicas": {"count": count, "stop_timeout": 2},
+            "health": {
+                "interval": 0.2,
+                "timeout": 0.3,
+                "unhealthy_threshold": 2,
+                "backoff_initial": 0.1,
+                "backoff_max": 0.5,
+            },
+            "proxy": {"client_keepalive_timeout": 300},
+        },
+    )
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    proc = await asyncio.create_subprocess_exec(
+        PY,
+        "-m",
+        "lbproxy",
+        "run",
+        "-c",
+        str(path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        preexec_fn=low_limit,
+    )
+    output = _Output(proc)
+    clients: list[socket.socket] = []
+    try:
+        await asyncio.to_thread(wait_for_port, port, 30.0)
+        await eventually(lambda: len(_live_replicas(proc.pid)) == count, timeout=20)
+        victim = min(_live_replicas(proc.pid))
+        print(f"\nbalancer: {_open_fds(proc.pid)} descriptors open of {limit}")
+
+        # Clients take every descriptor the balancer has left, and keep coming, so that any
+        # descriptor freed (the killed replica's) is taken again at once.
+        def exhaust_until(done: threading.Event) -> None:
+            deadline = time.monotonic() + 30
+            while not done.is_set() and time.monotonic() < deadline and len(clients) < 3000:
+                with contextlib.suppress(OSError):
+                    clients.append(socket.create_connection(("127.0.0.1", port), timeout=1))
+                time.sleep(0.002 if _open_fds(proc.pid) >= limit - 1 else 0)
+
+        stop = threading.Event()
+        filler = threading.Thread(target=exhaust_until, args=(stop,), daemon=True)
+        filler.start()
+        try:
+            await eventually(lambda: _open_fds(proc.pid) >= limit - 1, timeout=20)
+            print(f"balancer: {_open_fds(proc.pid)} descriptors open: exhausted")
+            os.kill(victim, signal.SIGKILL)
+            # The replacement cannot even get a socket; the keeper backs off and tries again.
+            await eventually(lambda: output.has("Too many open files"), timeout=20)
+            await eventually(lambda: output.has("failed to start 2 time(s) in a row"), timeout=20)
+        finally:
+            stop.set()
+            await asyncio.to_thread(filler.join, 10)
+        short = len(_live_replicas(proc.pid))
+        for c in clients:
+            c.close()
+        released_at = time.monotonic()
+        print(f"clients opened {len(clients)} connections; {short} replicas ran meanwhile")
+
+        # Descriptors free again: every slot is served by a live process, within backoff_max
+        # plus a start.
+        await eventually(lambda: len(_live_replicas(proc.pid)) == count, timeout=30)
+        async with aiohttp.ClientSession() as http:
+
+            async def rep() -> dict[str, Any]:
+                async with http.get(f"http://127.0.0.1:{port}/rep") as resp:
+                    return (await resp.json())["message"]
+
+            async def whole() -> bool:
+                served = set()
+                for i in range(60):
+                    async with http.get(
+                        f"http://127.0.0.1:{port}/home", headers={"X-Request-Id": str(100000 + i)}
+                    ) as resp:
+                        if resp.status != 200:
+                            return False
+                        served.add(
+                            (await resp.json())["message"].removeprefix("Hello from Server: ")
+                        )
+                return served == set((await rep())["replicas"])
+
+            await eventually(whole, timeout=30, interval=0.2)
+            message = await rep()
+        live = _live_replicas(proc.pid)
+        print(
+            f"after descriptor exhaustion: N={message['N']}, live replicas={len(live)} "
+            f"(whole again {time.monotonic() - released_at:.1f}s after the clients left)"
+        )
+        assert message["N"] == count
+        assert len(live) == count
+        assert victim not in live
+        assert proc.returncode is None
+    finally:
+        for c in clients:
+            c.close()
+        if proc.returncode is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 20)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        await output.task

@@ -1,44 +1,73 @@
-"""The balancer's own endpoints (/rep, /add, /rm), independent of the HTTP server under them.
+"""The balancer's own endpoints (/rep, /add, /rm, /status), independent of the HTTP server.
 
-The front server (``_front.py``) reads a bounded body and calls ``AdminApi.handle``; every
-answer, error or not, is an ``Answer``.
+Two listeners serve them: the balancer's port (SPEC.md's /rep, /add, /rm) and the admin
+listener (the same, plus /status; nothing there is proxied). The front server
+(``_front.py``) asks ``refuse`` before reading a body (wrong port, wrong method, missing
+token), then reads a bounded body and calls ``handle``; every answer, error or not, is an
+``Answer``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import hmac
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Literal
 
-from ._admin_input import parse_add, parse_rm
+from ._config import Config
 from ._control import Controller
 from ._errors import RequestError
 from ._messages import Answer, failure, failure_as_is, success
+from ._pool import Replica
 
 #: Admin bodies are tiny; a larger one is refused (413) before it is read.
 MAX_ADMIN_BODY = 64 * 1024
+#: The endpoints that change the replicas: behind the token, and off the main port if asked.
+CHANGES = frozenset({"/add", "/rm"})
+
+Listener = Literal["main", "admin"]
 
 
 def body_too_large() -> Answer:
     return failure(f"Request body is larger than {MAX_ADMIN_BODY} bytes", 413)
 
 
+def replica_status(replica: Replica) -> dict[str, object]:
+    return {
+        "hostname": replica.hostname,
+        "slot": replica.slot,
+        "state": replica.state.value,
+        "address": replica.address,
+        "in_flight": replica.in_flight,
+        "requests": replica.requests,
+        "restarts": replica.restarts,
+    }
+
+
 class AdminApi:
+    """The endpoints as one listener serves them (``listener``: "main" or "admin")."""
+
     def __init__(
         self,
         control: Controller,
-        cap: Callable[[], int],
-        add_wait: Callable[[], float],
+        config: Callable[[], Config],
         can_scale: bool,
+        listener: Listener = "main",
+        about: Callable[[], Mapping[str, object]] = dict,
     ) -> None:
         self._control = control
-        self._cap = cap
-        self._add_wait = add_wait
+        self._config = config
         self._can_scale = can_scale
+        self._listener = listener
+        #: Top-level facts for /status besides N and the replicas (uptime, version, ...).
+        self._about = about
         #: path -> (the one method it takes, handler of the request body)
         self.routes: dict[str, tuple[str, Callable[[bytes], Awaitable[Answer]]]] = {
             "/rep": ("GET", self.rep),
             "/add": ("POST", self.add),
             "/rm": ("DELETE", self.rm),
         }
+        if listener == "admin":
+            self.routes["/status"] = ("GET", self.status)
 
     def method_allowed(self, path: str, method: str) -> Answer | None:
         """None if ``method`` may be used on the admin ``path``, else the 405 answer."""
@@ -49,8 +78,54 @@ class AdminApi:
             f"Method {method} is not allowed on {path}; use {allowed}", 405, {"Allow": allowed}
         )
 
+    def refuse(self, path: str, method: str, authorization: str | None) -> Answer | None:
+        """The answer refusing this request before its body is read, or None to go on."""
+        changes = path in CHANGES
+        if changes and self._listener == "main" and not self._config().admin.on_main_port:
+            return failure(
+                f"{path} is not served on this port (admin.on_main_port is false); "
+                "use the admin listener (admin.host, admin.port)",
+                403,
+            )
+        denied = self.method_allowed(path, method)
+        if denied is None and changes:
+            denied = self._authorize(authorization)
+        return denied
+
+    def _authorize(self, authorization: str | None) -> Answer | None:
+        token = self._config().admin.token
+        if token is None:
+            return None
+        scheme, _, given = (authorization or "").strip().partition(" ")
+        given = given.strip()
+        if scheme.lower() != "bearer" or not given:
+            return failure(
+                "This endpoint needs the admin token: Authorization: Bearer <token>",
+                401,
+                {"WWW-Authenticate": 'Bearer realm="lbproxy"'},
+            )
+        # Constant time: how much of a guess matched must not show in the answer's timing.
+        # Header values arrive as latin-1, so they encode back to their bytes.
+        if not hmac.compare_digest(
+            given.encode("latin-1"), token.get_secret_value().encode("latin-1")
+        ):
+            return failure(
+                "The admin token is not valid",
+                401,
+                {"WWW-Authenticate": 'Bearer realm="lbproxy", error="invalid_token"'},
+            )
+        return None
+
+    def unknown_path(self, path: str) -> Answer:
+        """The admin listener's answer to any other path: it proxies nothing."""
+        return failure(
+            f"'{path}' is not an endpoint of the admin API (it serves "
+            f"{', '.join(sorted(self.routes))})",
+            404,
+        )
+
     async def handle(self, path: str, body: bytes) -> Answer:
-        """Answer an admin request whose method was allowed and whose body was read."""
+        """Answer an admin request that ``refuse`` let through and whose body was read."""
         try:
             return await self.routes[path][1](body)
         except RequestError as e:
@@ -63,23 +138,34 @@ class AdminApi:
     async def rep(self, body: bytes) -> Answer:
         return success(self._state())
 
+    async def status(self, body: bytes) -> Answer:
+        """/rep's envelope and N, with every replica's details: the pool's in /rep's order,
+        then those still draining."""
+        pool = self._control.pool
+        replicas = [*pool.replicas.values(), *self._control.draining()]
+        return success(
+            {
+                "N": len(pool),
+                **self._about(),
+                "replicas": [replica_status(r) for r in replicas],
+            }
+        )
+
     async def add(self, body: bytes) -> Answer:
         if not self._can_scale:
             raise RequestError("<Error> The static backend cannot start replicas")
-        async with self._control.lock:
-            pool = self._control.pool
-            req = parse_add(body, pool.hostnames(), len(pool), self._cap())
-            await self._control.check_available(req.hostnames)
-            added = self._control.add(req.n, req.hostnames)
-            state = self._state()
-        # Answer once the new replicas serve (or the wait runs out; they are kept trying).
-        await self._control.wait_up(added, self._add_wait())
-        return success(state)
+        config = self._config()
+        added = await self._control.add_checked(body, config.replicas.max)
+        # Answer once the new replicas serve, or a concurrent /rm took them out again, or
+        # the wait runs out (they are kept trying): with the pool as it is then.
+        await self._control.wait_up(added, config.health.startup_timeout)
+        if self._control.closing:
+            raise RequestError("<Error> The balancer is shutting down", 503)
+        return success(self._state())
 
     async def rm(self, body: bytes) -> Answer:
         if not self._can_scale:
             raise RequestError("<Error> The static backend cannot remove replicas")
-        async with self._control.lock:
-            req = parse_rm(body, self._control.pool.hostnames())
-            await self._control.remove(req.n, req.hostnames)
-            return success(self._state())
+        # Answers once they are out of the ring; they drain and stop in the background.
+        await self._control.remove_checked(body)
+        return success(self._state())

@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ._errors import ConfigError
 from ._hashing import HashName, HashScheme, make_scheme
@@ -20,6 +28,12 @@ from ._names import name_problem
 DEFAULT_PORT = 5000
 DEFAULT_REPLICAS = 3
 DEFAULT_MAX_REPLICAS = 32
+DEFAULT_ADMIN_PORT = 5001
+#: Environment variable that sets ``admin.token`` (read by the command line), so the secret
+#: need not sit in config.yaml.
+TOKEN_ENV = "LBPROXY_ADMIN_TOKEN"
+#: A shorter token could be guessed over the network.
+MIN_TOKEN_LENGTH = 16
 
 Seconds = Annotated[float, Field(gt=0, le=86_400)]
 _KEY_RE = re.compile(r"request_id|client_ip|path|(header|cookie|query):[!-~]+")
@@ -117,6 +131,9 @@ class ReplicasConfig(_Model):
     name_prefix: str = Field("server", pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,40}$")
     #: How long a stopping replica gets before it is killed.
     stop_timeout: Seconds = 5.0
+    #: How long a leaving replica (/rm, a scale-down) may finish the requests it has before it
+    #: is stopped anyway; it gets no new ones meanwhile.
+    drain_timeout: Seconds = 30.0
     process: ProcessBackendConfig = ProcessBackendConfig()
     docker: DockerBackendConfig = DockerBackendConfig()
     static: list[StaticReplica] = []
@@ -232,6 +249,34 @@ class ProxyConfig(_Model):
     outlier_ejection_time: Seconds = 10.0
 
 
+class AdminConfig(_Model):
+    """The admin listener, and who may change the replicas."""
+
+    #: Where /rep, /add, /rm and /status are served apart from the balancer's port; loopback
+    #: by default, so only this host reaches it.
+    host: str = "127.0.0.1"
+    #: 0: any free port (tests); ``Server.admin_port`` tells which.
+    port: int = Field(DEFAULT_ADMIN_PORT, ge=0, le=65535)
+    #: When set, /add and /rm (on both ports) need ``Authorization: Bearer <token>``.
+    token: SecretStr | None = None
+    #: False: /add and /rm are refused on the balancer's port (403) and served only here.
+    on_main_port: bool = True
+
+    @field_validator("token")
+    @classmethod
+    def _token_usable(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is None:
+            return v
+        token = v.get_secret_value()
+        if len(token) < MIN_TOKEN_LENGTH:
+            raise ValueError(
+                f"must be at least {MIN_TOKEN_LENGTH} characters (e.g. `openssl rand -hex 32`)"
+            )
+        if len(token) > 4096 or not all("!" <= c <= "~" for c in token):
+            raise ValueError("must be at most 4096 printable ASCII characters without spaces")
+        return v
+
+
 class ReloadConfig(_Model):
     enabled: bool = True
     #: How often config.yaml is checked for changes.
@@ -244,6 +289,7 @@ class Config(_Model):
     hashing: HashingConfig = HashingConfig()
     health: HealthConfig = HealthConfig()
     proxy: ProxyConfig = ProxyConfig()
+    admin: AdminConfig = AdminConfig()
     reload: ReloadConfig = ReloadConfig()
     #: Longest wait for in-flight requests and replicas on shutdown.
     shutdown_timeout: Seconds = 10.0
@@ -265,11 +311,14 @@ class Config(_Model):
 RELOADABLE = (
     "replicas.count",
     "replicas.max",
+    "replicas.drain_timeout",
     "hashing",
     "health",
     "proxy.retries",
     "proxy.outlier_failures",
     "proxy.outlier_ejection_time",
+    "admin.token",
+    "admin.on_main_port",
     "log_level",
 )
 
@@ -310,14 +359,34 @@ def parse_config_text(text: str, source: str = "config") -> Config:
     return parse_config(data, source)
 
 
+def parse_config_file(content: bytes, source: str) -> Config:
+    """A config file's bytes, validated. Stricter than ``parse_config_text``: a file with no
+    YAML document (empty, or only comments and blanks) is an error, since it cannot be told
+    from one cut short (an editor mid-save, a copy that failed); ``{}`` states the defaults."""
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{source}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: not valid YAML: {e}") from None
+    if data is None:
+        raise ConfigError(
+            f"{source}: the file is empty (no YAML document); write {{}} in it to run on the "
+            "defaults"
+        )
+    return parse_config(data, source)
+
+
 def load_config(path: str | Path) -> Config:
     """Read and validate a config file (blocking: call it off the event loop when running)."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        content = p.read_bytes()
     except OSError as e:
         raise ConfigError(f"{p}: cannot read: {e.strerror or e}") from None
-    return parse_config_text(text, str(p))
+    return parse_config_file(content, str(p))
 
 
 def with_overrides(config: Config, **dotted: Any) -> Config:

@@ -1,4 +1,11 @@
-"""Changing how many replicas run: /add, /rm and config reloads all come through here."""
+"""Changing how many replicas run: /add, /rm and config reloads all come through here.
+
+Every change holds ``lock`` from its validation to its last change of the pool, so what was
+checked is what is changed: two /add, an /add and an /rm, a reload's scale_to never
+interleave. /rm and scale-downs take replicas out of the pool at once (no new request reaches
+them) and leave their stopping to a drain task; /add waits for its replicas outside the lock,
+until each is up or was removed meanwhile, so it answers with the truth at once.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,7 @@ import logging
 import random
 from collections.abc import Callable, Sequence
 
+from ._admin_input import parse_add, parse_rm
 from ._config import Config
 from ._errors import BackendError, RequestError
 from ._names import random_name
@@ -32,12 +40,48 @@ class Controller:
         #: One change at a time: validation and the change it allows must see the same pool.
         self.lock = asyncio.Lock()
 
+    @property
+    def closing(self) -> bool:
+        return self._supervisor.closing
+
+    def _refuse_if_closing(self) -> None:
+        if self.closing:
+            raise RequestError("<Error> The balancer is shutting down", 503)
+
+    def draining(self) -> list[Replica]:
+        """Replicas out of the pool that are finishing their requests before they stop."""
+        return list(self._supervisor.draining)
+
+    def in_use(self) -> list[str]:
+        """Hostnames a new replica may not take: the pool's and those still draining."""
+        return [*self.pool.hostnames(), *(r.hostname for r in self.draining())]
+
+    async def add_checked(self, raw: bytes, cap: int) -> list[Replica]:
+        """/add: validate the body ``raw`` against the pool and add, as one step."""
+        async with self.lock:
+            self._refuse_if_closing()
+            req = parse_add(raw, self.in_use(), len(self.pool), cap)
+            if req.hostnames:
+                await self.check_available(req.hostnames)
+                # That asked the backend (I/O): check again what may have changed meanwhile
+                # (a keeper renames a replacement; shutdown may have begun).
+                self._refuse_if_closing()
+                req = parse_add(raw, self.in_use(), len(self.pool), cap)
+            return self.add(req.n, req.hostnames)
+
+    async def remove_checked(self, raw: bytes) -> list[Replica]:
+        """/rm: validate the body ``raw`` against the pool and remove, as one step."""
+        async with self.lock:
+            self._refuse_if_closing()
+            req = parse_rm(raw, self.pool.hostnames())
+            return await self.remove(req.n, req.hostnames)
+
     def add(self, n: int, hostnames: Sequence[str] = ()) -> list[Replica]:
         """Add ``n`` replicas (named ones first, the rest named at random). Hold ``lock``."""
         names = list(hostnames)
         prefix = self._config().replicas.name_prefix
         while len(names) < n:
-            names.append(random_name(prefix, [*self.pool.hostnames(), *names]))
+            names.append(random_name(prefix, [*self.in_use(), *names]))
         added = []
         for slot, name in zip(self.pool.free_slots(n), names, strict=True):
             replica = self.pool.add(slot, name)
@@ -58,23 +102,31 @@ class Controller:
             )
 
     async def remove(self, n: int, hostnames: Sequence[str] = ()) -> list[Replica]:
-        """Remove the named replicas plus random others up to ``n``. Hold ``lock``."""
+        """Remove the named replicas plus random others up to ``n``. Hold ``lock``.
+
+        Returns once they are out of the pool and the ring: no new request reaches them.
+        Each is stopped by a drain task once its requests in flight are done (or after
+        ``replicas.drain_timeout``), so nothing in flight is cut."""
         chosen = [r for h in hostnames if (r := self.pool.by_hostname(h)) is not None]
         others = [r for r in self.pool.replicas.values() if r not in chosen]
         chosen += random.sample(others, n - len(chosen))
         for r in chosen:
-            self.pool.remove(r.slot)
-        await asyncio.gather(*(self._supervisor.retire(r) for r in chosen))
-        log.info("removed %s", ", ".join(r.hostname for r in chosen))
+            self.pool.remove(r.slot)  # from here on, routing skips it
+            self._supervisor.retire(r)
+        await self.pool.refresh_ring()
+        log.info("removed %s (draining)", ", ".join(r.hostname for r in chosen))
         return chosen
 
     async def wait_up(self, replicas: Sequence[Replica], timeout: float) -> bool:
+        """Until each of ``replicas`` is up or was removed (or shutdown, or ``timeout``)."""
         return await self._supervisor.wait_up(replicas, timeout)
 
     async def scale_to(self, count: int) -> None:
         """Grow or shrink to ``count`` (config reload): new ones at random names, the newest
         slots removed first so the long-standing replicas keep their keys."""
         async with self.lock:
+            if self.closing:
+                return
             have = len(self.pool)
             if count > have:
                 self.add(count - have)

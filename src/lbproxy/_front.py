@@ -965,7 +965,7 @@ class Front:
 
     async def admin_request(self, req: Request) -> None:
         path = req.raw_path
-        denied = self.admin.method_allowed(path, req.method)
+        denied = self.admin.refuse(path, req.method, req.headers.get("Authorization"))
         if denied is not None:
             req.answer(denied)
             return

@@ -37,6 +37,9 @@ class Replica:
     up: asyncio.Event = field(default_factory=asyncio.Event)
     #: Set to ask the supervisor for a heartbeat now (a request just failed to connect).
     suspect: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Set once the replica has left the pool (/rm, a scale-down): whoever waits for it to
+    #: come up (/add) learns at once that it never will.
+    removed: asyncio.Event = field(default_factory=asyncio.Event)
     #: Requests sent to this slot's replica whose exchange has not ended yet.
     in_flight: int = 0
     #: Requests sent to this slot's replica in all.
@@ -121,10 +124,19 @@ class Pool:
         return replica
 
     def remove(self, slot: int) -> Replica:
+        """Take the slot's replica out: no longer listed, and no request is routed to it from
+        now on (``route`` only yields members); the requests it has may finish (DRAINING)."""
         replica = self.replicas.pop(slot)
-        replica.state = State.DOWN
+        replica.state = State.DRAINING
         replica.up.clear()
+        replica.removed.set()
         return replica
+
+    def drain_all(self) -> None:
+        """Shutting down: no new request goes to any replica; those in flight may finish."""
+        for replica in self.replicas.values():
+            replica.state = State.DRAINING
+            replica.up.clear()
 
     # -- routing ---------------------------------------------------------------------------
 

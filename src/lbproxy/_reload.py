@@ -2,6 +2,11 @@
 
 Polling the file's identity and content (rather than inotify) keeps working across editors that
 replace the file, bind mounts into containers, and Kubernetes ConfigMap symlink swaps.
+
+A file is read while someone may be writing it: an editor that saves in place truncates it
+and writes it again, and in between it is empty or holds only its first lines, which may well
+be valid YAML. So a changed file is applied only once two reads ``SETTLE`` seconds apart find
+the same content, and a file with no YAML document (empty) is rejected like any invalid edit.
 """
 
 from __future__ import annotations
@@ -12,17 +17,40 @@ import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from ._config import Config, load_config
+from ._config import Config, parse_config_file
 from ._errors import ConfigError
 
 log = logging.getLogger("lbproxy.reload")
 
+#: Seconds between the two reads that must agree before a changed file is applied: far
+#: longer than any save takes, short enough that an edit still applies within a second.
+SETTLE = 0.25
 
-def fingerprint(path: Path) -> bytes | None:
+
+def _read(path: Path) -> bytes | None:
     try:
-        return hashlib.sha256(path.read_bytes()).digest()
+        return path.read_bytes()
     except OSError:
         return None
+
+
+def _digest(content: bytes) -> bytes:
+    return hashlib.sha256(content).digest()
+
+
+def fingerprint(path: Path) -> bytes | None:
+    content = _read(path)
+    return None if content is None else _digest(content)
+
+
+async def _settled(path: Path, content: bytes) -> bytes | None:
+    """The file's content once two reads ``SETTLE`` apart agree; None if it went away."""
+    while True:
+        await asyncio.sleep(SETTLE)
+        again = await asyncio.to_thread(_read, path)
+        if again is None or again == content:
+            return again
+        content = again  # still being written
 
 
 async def watch_config(
@@ -41,14 +69,22 @@ async def watch_config(
         last = await asyncio.to_thread(fingerprint, path)
     while True:
         await asyncio.sleep(interval())
-        current = await asyncio.to_thread(fingerprint, path)
-        if current is None or current == last:
+        content = await asyncio.to_thread(_read, path)
+        if content is None or _digest(content) == last:
+            continue  # unchanged, or gone for now (being replaced): not an edit
+        content = await _settled(path, content)
+        if content is None or _digest(content) == last:
             continue
-        last = current
+        last = _digest(content)
         try:
-            config = await asyncio.to_thread(load_config, path)
+            # The very bytes that were found stable, not a third read.
+            config = parse_config_file(content, str(path))
         except ConfigError as e:
             log.error("config reload rejected, keeping the running configuration: %s", e)
             continue
         log.info("config file %s changed; applying", path)
-        await apply(config)
+        try:
+            await apply(config)
+        except Exception:
+            # The watcher must outlive any one bad reload, or later edits would go unseen.
+            log.exception("applying the changed config file %s failed", path)

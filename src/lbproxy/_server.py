@@ -6,15 +6,16 @@ import asyncio
 import gc
 import logging
 import socket
+import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ._admin import AdminApi
 from ._config import RELOADABLE, Config, with_overrides
 from ._control import Controller
 from ._errors import ConfigError, LbproxyError
-from ._front import Front
+from ._front import Front, Request
 from ._keys import KeyFunction, make_key_function
 from ._pool import Pool
 from ._proxy import Proxy
@@ -80,6 +81,7 @@ class Server:
         config: Config,
         config_path: Path | None = None,
         overrides: Mapping[str, Any] | None = None,
+        backend: Backend | None = None,
     ) -> None:
         self.config = config
         self.config_path = config_path
@@ -91,15 +93,21 @@ class Server:
         self._config_fingerprint: bytes | None = None
         self.tasks = TaskSet()
         self.pool = Pool(config.hashing.scheme(), config.hashing.probing)
-        self.backend: Backend = make_backend(config)
+        #: ``backend``: one built elsewhere (tests inject faults into a real one this way).
+        self.backend: Backend = backend if backend is not None else make_backend(config)
         self.supervisor = Supervisor(self.pool, self.backend, self.tasks, lambda: self.config)
         self.control = Controller(self.pool, self.supervisor, self.backend, lambda: self.config)
         self._key_function: KeyFunction = make_key_function(config.hashing.key)
         self.transport: Transport | None = None
-        self._front: Front | None = None
+        self._fronts: list[Front] = []
         self._should_exit = asyncio.Event()
         self.started = asyncio.Event()
+        #: The bound ports of the balancer and of its admin listener, once started.
         self.port: int | None = None
+        self.admin_port: int | None = None
+        #: Config reloads applied since start (shown by /status).
+        self.reloads = 0
+        self._started_at = time.monotonic()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -118,10 +126,16 @@ class Server:
 
     async def startup(self) -> None:
         cfg = self.config
+        self._started_at = time.monotonic()
         logging.getLogger("lbproxy").setLevel(cfg.log_level.upper())
         # Bound before any replica starts, so a port in use fails at once; not listening
         # yet, so nobody is accepted before the replicas can serve.
         sock = _bind(cfg.listen.host, cfg.listen.port)
+        try:
+            admin_sock = _bind(cfg.admin.host, cfg.admin.port)
+        except BaseException:
+            sock.close()
+            raise
         try:
             if self.config_path is not None:
                 self._config_fingerprint = await asyncio.to_thread(fingerprint, self.config_path)
@@ -132,6 +146,7 @@ class Server:
             adopted = await self._adoptable(await self.backend.open())
         except BaseException:
             sock.close()
+            admin_sock.close()
             raise
         if cfg.replicas.backend == "static":
             initial = self.control.start_initial(
@@ -154,22 +169,31 @@ class Server:
             down = [r.hostname for r in first if not r.up.is_set()]
             log.warning("starting without %s: not up yet (still being tried)", ", ".join(down))
         proxy = Proxy(self.pool, self.transport, lambda: self.config, lambda: self._key_function)
-        admin = AdminApi(
-            self.control,
-            cap=lambda: self.config.replicas.max,
-            add_wait=lambda: self.config.health.startup_timeout,
-            can_scale=self.backend.manages_lifecycle,
-        )
-        self._front = Front(
-            admin,
+        main = Front(
+            self._admin_api("main"),
             proxy.handle,
             proxy.serve_now,
             cfg.proxy.client_keepalive_timeout,
             cfg.proxy.client_timeout,
             cfg.proxy.max_client_connections,
         )
-        await self._front.start(sock, backlog=BACKLOG)
+        admin_api = self._admin_api("admin")
+
+        async def not_proxied(request: Request) -> None:
+            request.answer(admin_api.unknown_path(request.path))
+
+        admin = Front(
+            admin_api,
+            not_proxied,
+            lambda request: False,
+            cfg.proxy.client_keepalive_timeout,
+            cfg.proxy.client_timeout,
+        )
+        self._fronts = [main, admin]
+        await main.start(sock, backlog=BACKLOG)
+        await admin.start(admin_sock, backlog=128)
         self.port = sock.getsockname()[1]
+        self.admin_port = admin_sock.getsockname()[1]
         if self.config_path is not None and cfg.reload.enabled:
             self.tasks.spawn(
                 watch_config(
@@ -181,22 +205,54 @@ class Server:
                 name="config-watch",
             )
         log.info(
-            "lbproxy listening on %s:%d with %d replicas (%s backend, %s hashing)",
+            "lbproxy listening on %s:%d with %d replicas (%s backend, %s hashing); "
+            "admin API on %s:%d",
             cfg.listen.host,
             self.port,
             len(self.pool),
             cfg.replicas.backend,
             cfg.hashing.function,
+            cfg.admin.host,
+            self.admin_port,
         )
         self.started.set()
 
+    def _admin_api(self, listener: Literal["main", "admin"]) -> AdminApi:
+        return AdminApi(
+            self.control,
+            lambda: self.config,
+            can_scale=self.backend.manages_lifecycle,
+            listener=listener,
+            about=self._about,
+        )
+
+    def _about(self) -> dict[str, object]:
+        """What /status tells besides N and the replicas."""
+        from . import __version__  # the package, fully imported by now
+
+        cfg = self.config
+        return {
+            "uptime_s": round(time.monotonic() - self._started_at, 3),
+            "version": __version__,
+            "backend": cfg.replicas.backend,
+            "hashing": cfg.hashing.function,
+            "config_reloads": self.reloads,
+            "draining": len(self.supervisor.draining),
+        }
+
     async def shutdown(self) -> None:
         log.info("shutting down")
-        # Keepers first, so nothing replaces the replicas this shutdown stops.
+        # From now on no keeper is restarted and /add, /rm are refused (503); an /add waiting
+        # for its replicas answers at once.
+        self.supervisor.begin_shutdown()
+        # Keepers first, so nothing replaces the replicas this shutdown stops. Drain tasks go
+        # too: what they waited for is waited for below, within shutdown_timeout.
         await self.tasks.close()
-        if self._front is not None:
-            # Stops listening, closes idle connections, lets answers under way finish.
-            await self._front.close(self.config.shutdown_timeout)
+        # No new request goes to any replica; those in flight finish.
+        self.pool.drain_all()
+        fronts, self._fronts = self._fronts, []
+        # Each stops listening, closes idle connections, lets answers under way finish.
+        await asyncio.gather(*(f.close(self.config.shutdown_timeout) for f in fronts))
         await self.backend.close()
         await self.supervisor.close()
         if self.transport is not None:
@@ -234,6 +290,7 @@ class Server:
             log.warning("these changes take effect after a restart: %s", ", ".join(ignored))
         effective = _merge_reloadable(old, new)
         self.config = effective
+        self.reloads += 1
         logging.getLogger("lbproxy").setLevel(effective.log_level.upper())
         if effective.hashing != old.hashing:
             self._key_function = make_key_function(effective.hashing.key)

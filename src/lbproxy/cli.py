@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from ._config import Config, load_config, with_overrides
+from ._config import TOKEN_ENV, Config, load_config, with_overrides
 from ._errors import ConfigError, LbproxyError
 from ._runtime import raise_open_files_limit, run
 
@@ -74,12 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The fields the command line sets, as dotted names."""
+    """The fields the command line (and LBPROXY_ADMIN_TOKEN) sets, as dotted names."""
     flags = {
         "replicas.backend": args.backend,
         "listen.host": args.host,
         "listen.port": args.port,
         "replicas.count": args.replicas,
+        # From the environment, so the secret need not sit in config.yaml; empty is unset
+        # (compose passes the variable through even when the host has none).
+        "admin.token": os.environ.get(TOKEN_ENV) or None,
     }
     return {**dict(args.settings), **{k: v for k, v in flags.items() if v is not None}}
 
@@ -124,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lbproxy: invalid configuration: {e}", file=sys.stderr)
         return 2
     if args.check:
-        print(config.model_dump_json(indent=2))
+        print(config.model_dump_json(indent=2))  # admin.token shows as "**********"
         return 0
     raise_open_files_limit()
     try:
