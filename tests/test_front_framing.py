@@ -317,7 +317,7 @@ async def test_malformed_body_ends_the_exchange_at_once(
     assert replica.requests == []  # nothing complete reached the replica
     assert all(c.closed for c in replica.connections if c.received)  # reset, never reused
     assert server.pool.replicas[1].in_flight == 0
-    await eventually(lambda: not server._front.connections, timeout=3)  # type: ignore[union-attr]
+    await eventually(lambda: not server._fronts[0].connections, timeout=3)  # type: ignore[union-attr]
     # The balancer goes on serving.
     client = await StrictClient.open(server.port)
     client.send(b"GET /after HTTP/1.1\r\nHost: lb\r\n\r\n", b"GET")
@@ -367,8 +367,8 @@ async def test_client_leaving_after_a_malformed_body_leaves_nothing_open(
         client.writer.write_eof()
         client.close()
     for _ in range(100):
-        if not server._front.connections:  # type: ignore[union-attr]
+        if not server._fronts[0].connections:  # type: ignore[union-attr]
             break
         await asyncio.sleep(0.05)
-    assert not server._front.connections  # type: ignore[union-attr]
+    assert not server._fronts[0].connections  # type: ignore[union-attr]
     assert replica.requests == []
