@@ -116,7 +116,7 @@ bench: $(STAMP)
 FUZZ_SECONDS ?= 300
 fuzz: $(STAMP)
 	@mkdir -p .fuzz/corpus
-	$(PY) tests/fuzz_front.py -max_total_time=$(FUZZ_SECONDS) -timeout=10 .fuzz/corpus \
+	$(PY) tests/fuzz_front.py -max_total_time=$(FUZZ_SECONDS) -timeout=10 -artifact_prefix=.fuzz/ .fuzz/corpus \
 		tests/fuzz_corpus
 
 clean:

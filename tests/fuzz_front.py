@@ -111,9 +111,10 @@ class Harness:
 # -- one input --------------------------------------------------------------------------------
 
 
-def client_requests(data: bytes) -> list[tuple[bytes, bytes, bytes]]:
+def client_requests(data: bytes) -> tuple[list[tuple[bytes, bytes, bytes]], bytes]:
     """(method, target, body) of the requests h11, as a strict server, reads from ``data``
-    before anything it refuses (or the end)."""
+    before anything it refuses (or the end); and the method of the request it refused, when
+    its head could be read (a HEAD answered with an error has no body either)."""
     out: list[tuple[bytes, bytes, bytes]] = []
     rest = data.lstrip(b"\r\n")
     while rest:
@@ -135,35 +136,35 @@ def client_requests(data: bytes) -> list[tuple[bytes, bytes, bytes]]:
                 else:
                     break
         except h11.ProtocolError:
-            return out
+            return out, head.method if head is not None else b"GET"
         if not isinstance(event, h11.EndOfMessage) or head is None:
-            return out
+            return out, head.method if head is not None else b"GET"
         out.append((head.method, head.target, body))
         connection = b",".join(v.lower() for k, v in head.headers if k == b"connection")
         if b"close" in connection.split(b",") or (
             head.http_version == b"1.0" and b"keep-alive" not in connection
         ):
-            return out  # nothing after this one is read
+            return out, b"GET"  # nothing after this one is read
         # On afresh after each request (h11 never keeps an HTTP/1.0 connection alive, which
         # RFC 9112 and the balancer do for "Connection: keep-alive"); blank lines before a
         # request line are skipped, as RFC 9112 section 2.2 allows and httptools does.
         rest = conn.trailing_data[0].lstrip(b"\r\n")
-    return out
+    return out, b"GET"
 
 
 def read_answers(data: bytes, methods: list[bytes]) -> list[tuple[int, list[Any], bytes]]:
-    """The answers in ``data``, read by h11 as a strict client; raises if one is not framed
-    right."""
+    """The answers in ``data`` to requests of ``methods`` (the last: the one the balancer
+    refused, if any), read by h11 as a strict client; raises if one is not framed right."""
     conn = h11.Connection(h11.CLIENT)
     conn.receive_data(data)
     conn.receive_data(b"")
     out: list[tuple[int, list[Any], bytes]] = []
-    for i in range(len(methods) + 1):
+    for i in range(len(methods)):
         if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
             conn.start_next_cycle()
         if conn.our_state is not h11.IDLE:
             break
-        method = methods[i] if i < len(methods) else b"GET"
+        method = methods[i]
         conn.send(h11.Request(method=method, target="/", headers=[("Host", "lb")]))
         conn.send(h11.EndOfMessage())
         reader = ReplyReader(conn)
@@ -233,8 +234,8 @@ def check(harness: Harness, data: bytes) -> None:
     got: list[Received] = replica.requests[before:]
     if len(replica.errors) > errors_before:
         raise InvariantError(f"the replica refused what it got: {replica.errors[-1]}")
-    parsed = client_requests(data)
-    answers = read_answers(answers_raw, [m for m, _, _ in parsed])
+    parsed, refused = client_requests(data)
+    answers = read_answers(answers_raw, [*(m for m, _, _ in parsed), refused])
     seqs = [int(v) for _, headers, _ in answers for k, v in headers if k == b"x-seq"]
     if [r.seq for r in got] != seqs:
         raise InvariantError(f"replica got {[r.seq for r in got]}, client answered {seqs}")

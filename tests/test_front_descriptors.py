@@ -48,6 +48,15 @@ def get(sock: socket.socket) -> bytes:
     return sock.recv(65536).split(b"\r\n", 1)[0]
 
 
+def _first_line(sock: socket.socket, timeout: float) -> bytes:
+    """What the balancer sent first on ``sock``, or b"" if it sent nothing in ``timeout``."""
+    sock.settimeout(timeout)
+    try:
+        return sock.recv(65536)
+    except TimeoutError:
+        return b""
+
+
 def low_limit() -> None:  # in the child, before exec: the balancer cannot raise it
     resource.setrlimit(resource.RLIMIT_NOFILE, (LIMIT, LIMIT))
 
@@ -97,8 +106,10 @@ def test_out_of_descriptors_the_balancer_keeps_serving_and_does_not_spin(
         # heartbeats had descriptors left.
         for sock in held[:10]:
             assert get(sock) == b"HTTP/1.1 200 OK"
-        # Those over the cap were told so, not reset.
-        over = [s for s in held[60:] if s.recv(65536).startswith(b"HTTP/1.1 503")]
+        # Those over the cap were told so, not reset. Which ones are over is not exactly the
+        # last ones: asyncio's accept loop, hitting EMFILE mid-batch, can drop a connection
+        # and admit a later one in its place; a connection admitted under the cap is silent.
+        over = [s for s in held[60:] if _first_line(s, timeout=3).startswith(b"HTTP/1.1 503")]
         assert len(over) >= CLIENTS - 60 - refused - 5
         assert b"is down" not in log.read_bytes()
         # Descriptors back: new clients are served again.
