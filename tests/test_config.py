@@ -330,7 +330,11 @@ def test_ring_must_fit() -> None:
         {"hashing": {"function": "assignment", "slots": 1024}, "replicas": {"max": 100}}
     )
     assert c.hashing.scheme() == make_scheme("assignment", 1024)
-    assert "hashing.slots (1000)" in error_of({"hashing": {"slots": 1000}})
+    assert "hashing.slots (1000)" in error_of({"hashing": {"function": "ring", "slots": 1000}})
+    # The default's table needs an entry per replica at least.
+    parse_config({"hashing": {"slots": 32}, "replicas": {"max": 32}})
+    message = error_of({"hashing": {"slots": 31}, "replicas": {"max": 32}})
+    assert "hashing.slots (31) must have an entry for each of replicas.max (32)" in message
 
 
 def test_hashing_scheme_uses_overrides() -> None:

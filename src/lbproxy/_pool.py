@@ -7,12 +7,25 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from ._hashing import HashScheme
-from ._ring import HashRing, Probing
+from ._ring import Probing, members_of
+from ._routing import LoadBound, Ring, build_ring
 from .backends import ReplicaHandle
+
+WeightOf = Callable[[str], float]
+
+
+class Load:
+    """Requests in flight over all of a pool's replicas: what bounded loads compare each
+    replica's own count with (kept as one counter so that costs nothing per request)."""
+
+    __slots__ = ("total",)
+
+    def __init__(self) -> None:
+        self.total = 0
 
 
 class State(enum.Enum):
@@ -41,6 +54,10 @@ class Replica:
     in_flight: int = 0
     #: Requests sent to this slot's replica in all.
     requests: int = 0
+    #: Its share of the keys and of the bounded-load cap, relative to the others' weights.
+    weight: float = 1.0
+    #: The pool's total of requests in flight, which ``begin`` and ``end`` keep too.
+    load: Load = field(default_factory=Load, repr=False)
     #: Made by the first ``drained`` call; set whenever ``in_flight`` returns to 0.
     _idle: asyncio.Event | None = field(default=None, repr=False)
 
@@ -52,9 +69,11 @@ class Replica:
         """A request is sent to this replica (the data path calls ``end`` when it is over)."""
         self.in_flight += 1
         self.requests += 1
+        self.load.total += 1
 
     def end(self) -> None:
         self.in_flight -= 1
+        self.load.total -= 1
         if not self.in_flight and self._idle is not None:
             self._idle.set()
 
@@ -88,11 +107,26 @@ class Replica:
 class Pool:
     """The managed replicas, in the order they were added (the order /rep lists)."""
 
-    def __init__(self, scheme: HashScheme, probing: Probing = "linear") -> None:
+    def __init__(
+        self,
+        scheme: HashScheme,
+        probing: Probing = "linear",
+        balance_factor: float | None = None,
+        weight_of: WeightOf | None = None,
+    ) -> None:
         self.replicas: dict[int, Replica] = {}
         self.scheme = scheme
         self.probing: Probing = probing
-        self.ring = HashRing(scheme, (), probing)
+        self.balance_factor = balance_factor
+        self._weight_of: WeightOf = weight_of or (lambda _: 1.0)
+        #: The hostname each slot was added under: its weight follows it, so a replacement
+        #: started in the slot under a new name keeps the slot's weight (and keys).
+        self._added_as: dict[int, str] = {}
+        self.load = Load()
+        self.ring: Ring = build_ring(scheme, (), probing)
+        #: The caps of ``ring``'s members, None when bounded loads are off; always replaced
+        #: together with ``ring``.
+        self.bound: LoadBound | None = None
         self._ring_lock = asyncio.Lock()
 
     # -- membership ------------------------------------------------------------------------
@@ -121,43 +155,89 @@ class Pool:
         return out
 
     def add(self, slot: int, hostname: str) -> Replica:
-        replica = Replica(slot=slot, hostname=hostname)
+        replica = Replica(slot=slot, hostname=hostname, weight=self._weight_of(hostname))
+        replica.load = self.load
         self.replicas[slot] = replica
+        self._added_as[slot] = hostname
         return replica
 
     def remove(self, slot: int) -> Replica:
         replica = self.replicas.pop(slot)
+        self._added_as.pop(slot, None)
         replica.state = State.DOWN
         replica.up.clear()
         return replica
 
     # -- routing ---------------------------------------------------------------------------
 
+    def pick(self, key: str) -> Replica | None:
+        """The replica ``key`` goes to now: the first of ``route(key)``, found without
+        allocating anything while its own replica has room. None: its own replica is not up
+        (the ring lags behind), so ``route`` must walk on."""
+        slot = self.ring.lookup(key)
+        replica = self.replicas.get(slot)  # type: ignore[arg-type]
+        if replica is None or replica.state is not State.UP:
+            return None
+        bound = self.bound
+        if bound is None:
+            return replica
+        num, den = bound.caps[replica.slot]
+        if replica.in_flight * den < num * (self.load.total + 1):
+            return replica
+        return next(self.route(key), None)
+
     def route(self, key: str) -> Iterator[Replica]:
-        """Up replicas for ``key``: its own first, then the next distinct ones clockwise."""
+        """Up replicas for ``key``: its own first, then the next distinct ones in its order
+        (clockwise on a ring). With bounded loads, those without room come after the others,
+        in the same order; loads are read as each comes up, so a retry sees its moment's."""
         replicas = self.replicas
+        bound = self.bound
+        passed: list[Replica] = []
         for slot in self.ring.walk(key):
             r = replicas.get(slot)
-            if r is not None and r.state is State.UP:
+            if r is None or r.state is not State.UP:
+                continue
+            if bound is None or bound.has_room(slot, r.in_flight, self.load.total):
                 yield r
+            else:
+                passed.append(r)
+        # None had room (only possible while the ring lags behind who is up): the key's order.
+        yield from passed
 
     def up_slots(self) -> frozenset[int]:
         return frozenset(s for s, r in self.replicas.items() if r.state is State.UP)
 
-    async def refresh_ring(self) -> None:
-        """Rebuild the ring for the current up replicas and scheme, if either changed.
+    def weights(self) -> dict[int, float]:
+        """The replicas that are up, slot -> weight: what the ring is built of."""
+        return {s: r.weight for s, r in self.replicas.items() if r.state is State.UP}
 
-        The large default ring takes tens of milliseconds to build, so it is built in a
+    async def refresh_ring(self) -> None:
+        """Rebuild the ring for the current up replicas, weights and scheme, if any changed.
+
+        Building takes up to tens of milliseconds (more for large rings), so it is done in a
         thread; requests go on being routed by the previous ring meanwhile (and never to a
         replica that is not up, which ``route`` checks).
         """
         async with self._ring_lock:
-            scheme, probing, members = self.scheme, self.probing, self.up_slots()
+            scheme, probing, weights = self.scheme, self.probing, self.weights()
             ring = self.ring
-            if (ring.scheme, ring.probing, ring.replicas) == (scheme, probing, members):
-                return
-            self.ring = await asyncio.to_thread(HashRing, scheme, members, probing)
+            if (ring.scheme, ring.probing, ring.weights) != (scheme, probing, members_of(weights)):
+                ring = await asyncio.to_thread(build_ring, scheme, weights, probing)
+            factor = self.balance_factor
+            bound = None if factor is None else LoadBound(factor, weights)
+            # Together, with no await between: the caps always belong to the ring in use.
+            self.ring, self.bound = ring, bound
 
-    async def set_scheme(self, scheme: HashScheme, probing: Probing) -> None:
-        self.scheme, self.probing = scheme, probing
+    async def configure(
+        self,
+        scheme: HashScheme,
+        probing: Probing,
+        balance_factor: float | None,
+        weight_of: WeightOf,
+    ) -> None:
+        """Apply (re)loaded routing settings: the scheme, bounded loads and weights."""
+        self.scheme, self.probing, self.balance_factor = scheme, probing, balance_factor
+        self._weight_of = weight_of
+        for slot, replica in self.replicas.items():
+            replica.weight = weight_of(self._added_as.get(slot, replica.hostname))
         await self.refresh_ring()

@@ -27,7 +27,7 @@ from ._front import Request
 from ._headers import downstream_headers, encode_headers, upstream_headers
 from ._keys import REQUEST_ID_HEADER, KeyFunction
 from ._messages import Answer, failure, missing_endpoint
-from ._pool import Pool, Replica, State
+from ._pool import Pool, Replica
 from .transport import IDEMPOTENT, Transport, UpstreamResponse
 
 log = logging.getLogger("lbproxy.proxy")
@@ -92,10 +92,9 @@ class Proxy:
         if request.has_body or request.method not in IDEMPOTENT or request.host is None:
             return False
         key, headers = self._prepare(request)
-        pool = self._pool
-        replica = pool.replicas.get(pool.ring.lookup(key))  # type: ignore[arg-type]
-        if replica is None or replica.state is not State.UP:
-            return False  # the general path walks on to the next replica
+        replica = self._pool.pick(key)  # with bounded loads, one that has room
+        if replica is None:
+            return False  # its own replica is not up: the general path walks on
         address = replica.address
         if address is None:
             return False

@@ -1,7 +1,9 @@
 """The consistent-hash ring: pure data, rebuilt (never mutated) when membership changes.
 
 A replica's virtual nodes belong to its *slot* number (the ``i`` of Phi), never to its
-hostname, so a replacement started in the same slot gets back exactly the same keys.
+hostname, so a replacement started in the same slot gets back exactly the same keys. A
+replica of weight w places round(w x K) virtual nodes (at least one): the first K are those
+it has at weight 1, so changing one replica's weight moves keys to or from it only.
 """
 
 from __future__ import annotations
@@ -9,11 +11,11 @@ from __future__ import annotations
 import itertools
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from functools import lru_cache
 from typing import Literal
 
-from ._hashing import HashScheme
+from ._hashing import WEIGHT_UNIT, HashScheme, weight_units
 
 Probing = Literal["linear", "quadratic"]
 
@@ -24,14 +26,31 @@ _OWNER_BITS = 16
 MAX_REPLICA_SLOT = (1 << _OWNER_BITS) - 1
 
 
+def members_of(replicas: Iterable[int] | Mapping[int, float]) -> dict[int, int]:
+    """Slot -> weight in thousandths (``weight_units``), in slot order, slots checked.
+
+    A plain iterable of slots gives every one weight 1.
+    """
+    if isinstance(replicas, Mapping):
+        members = {s: weight_units(w) for s, w in replicas.items()}
+    else:
+        members = dict.fromkeys(replicas, WEIGHT_UNIT)
+    for r in members:
+        if not 0 <= r <= MAX_REPLICA_SLOT:
+            raise ValueError(f"replica slot {r} is outside 0..{MAX_REPLICA_SLOT}")
+    return dict(sorted(members.items()))
+
+
+def vnode_count(scheme: HashScheme, units: int) -> int:
+    """Virtual nodes of a replica of ``units`` thousandths of weight: round(w x K), >= 1."""
+    return max(1, (scheme.virtual_nodes * units + WEIGHT_UNIT // 2) // WEIGHT_UNIT)
+
+
 @lru_cache(maxsize=512)
-def _packed_positions(scheme: HashScheme, replica: int) -> tuple[int, ...]:
-    # Cached because the default scheme hashes thousands of virtual nodes per replica and
+def _packed_positions(scheme: HashScheme, replica: int, count: int) -> tuple[int, ...]:
+    # Cached because the ring scheme hashes thousands of virtual nodes per replica and
     # membership changes rebuild the ring from every member's positions.
-    return tuple(
-        (scheme.vnode_position(replica, j) << _OWNER_BITS) | replica
-        for j in range(scheme.virtual_nodes)
-    )
+    return tuple((scheme.vnode_position(replica, j) << _OWNER_BITS) | replica for j in range(count))
 
 
 class RingFullError(ValueError):
@@ -41,20 +60,38 @@ class RingFullError(ValueError):
 class HashRing:
     """Replica slots placed on a ring of ``scheme.slots`` positions by ``scheme``."""
 
-    __slots__ = ("_first_in", "_owners", "_positions", "_shift", "probing", "replicas", "scheme")
+    __slots__ = (
+        "_counts",
+        "_first_in",
+        "_owners",
+        "_positions",
+        "_shift",
+        "probing",
+        "replicas",
+        "scheme",
+        "weights",
+    )
 
     def __init__(
-        self, scheme: HashScheme, replicas: Iterable[int], probing: Probing = "linear"
+        self,
+        scheme: HashScheme,
+        replicas: Iterable[int] | Mapping[int, float],
+        probing: Probing = "linear",
     ) -> None:
         self.scheme = scheme
         self.probing: Probing = probing
-        self.replicas: frozenset[int] = frozenset(replicas)
-        for r in self.replicas:
-            if not 0 <= r <= MAX_REPLICA_SLOT:
-                raise ValueError(f"replica slot {r} is outside 0..{MAX_REPLICA_SLOT}")
-        if len(self.replicas) * scheme.virtual_nodes > scheme.slots:
+        members = members_of(replicas)
+        self.replicas: frozenset[int] = frozenset(members)
+        #: Each slot's weight in thousandths.
+        self.weights: dict[int, int] = members
+        #: Virtual nodes per slot, in slot order.
+        self._counts = {r: vnode_count(scheme, u) for r, u in members.items()}
+        total = sum(self._counts.values())
+        if total > scheme.slots:
+            k = scheme.virtual_nodes
+            weighted = "" if total == len(members) * k else " (weighted)"
             raise RingFullError(
-                f"{len(self.replicas)} replicas x {scheme.virtual_nodes} virtual nodes "
+                f"{len(self.replicas)} replicas x {k} virtual nodes{weighted} "
                 f"do not fit in {scheme.slots} slots"
             )
         packed = self._place()
@@ -84,8 +121,8 @@ class HashRing:
     def _place(self) -> list[int]:
         if self.scheme.slots > _SMALL_RING:
             packed: list[int] = []
-            for r in sorted(self.replicas):
-                packed.extend(_packed_positions(self.scheme, r))
+            for r, count in self._counts.items():
+                packed.extend(_packed_positions(self.scheme, r, count))
             packed.sort()
             if all((a >> _OWNER_BITS) != (b >> _OWNER_BITS) for a, b in itertools.pairwise(packed)):
                 return packed
@@ -96,8 +133,8 @@ class HashRing:
         # of members, so rebuilding after a replacement gives the identical ring.
         m = self.scheme.slots
         taken: dict[int, int] = {}
-        for r in sorted(self.replicas):
-            for packed in _packed_positions(self.scheme, r):
+        for r, count in self._counts.items():
+            for packed in _packed_positions(self.scheme, r, count):
                 p = start = packed >> _OWNER_BITS
                 step = 0
                 while p in taken:

@@ -1,0 +1,154 @@
+"""The default routing structure: a Maglev lookup table (Eisenbud et al., NSDI 2016).
+
+Pure data, rebuilt (never mutated) when membership or weights change. Each replica slot has
+its own permutation of the table's entries, derived from the slot number alone; the slots,
+in ascending order, take turns claiming their next free preferred entry until the table is
+full (a weighted slot takes turns in proportion to its weight). So every replica owns its
+share of the entries to within one, whatever N is, a lookup is one index into an array, and
+the table depends only on the set of (slot, weight) pairs: never on hostnames, on the order
+replicas were added in, or on the process.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Iterable, Iterator, Mapping
+from math import gcd
+
+import xxhash
+
+from ._hashing import HashScheme
+from ._ring import Probing, members_of
+
+_xxh3 = xxhash.xxh3_64_intdigest
+
+
+def permutation(replica: int, size: int) -> tuple[int, int]:
+    """(offset, skip) of the slot's preference order: entries offset, offset + skip, ..."""
+    offset = xxhash.xxh3_64_intdigest(b"maglev-offset:%d" % replica) % size
+    skip = xxhash.xxh3_64_intdigest(b"maglev-skip:%d" % replica) % (size - 1) + 1
+    # With a prime size every skip visits every entry; otherwise take the next that does.
+    while gcd(skip, size) != 1:
+        skip = skip % (size - 1) + 1
+    return offset, skip
+
+
+def populate(size: int, members: Mapping[int, int]) -> list[int]:
+    """The table: the owning slot of each of ``size`` entries.
+
+    ``members`` maps each slot to its weight (any positive integers; only their ratios
+    matter). Equal weights give Maglev's table exactly; otherwise a slot claims an entry on
+    the turns where its accumulated weight reaches the largest weight, so the heaviest claims
+    on every turn and the counts end up in proportion to the weights.
+    """
+    slots = sorted(members)
+    if not slots:
+        return []
+    table = [-1] * size
+    order = [permutation(s, size) for s in slots]
+    nxt = [offset for offset, _ in order]
+    skips = [skip for _, skip in order]
+    weights = [members[s] for s in slots]
+    heaviest = max(weights)
+    credit = [0] * len(slots)
+    equal = all(w == heaviest for w in weights)
+    turns = list(zip(range(len(slots)), slots, skips, weights, strict=True))
+    filled = 0
+    # The hot loop of a build (some 10^5 probes at N = 64): locals only, no calls.
+    while True:
+        for i, slot, skip, weight in turns:
+            if not equal:
+                credit[i] += weight
+                if credit[i] < heaviest:
+                    continue
+                credit[i] -= heaviest
+            c = nxt[i]
+            while table[c] >= 0:
+                c += skip
+                if c >= size:
+                    c -= size
+            table[c] = slot
+            c += skip
+            nxt[i] = c - size if c >= size else c
+            filled += 1
+            if filled == size:
+                return table
+
+
+class MaglevTable:
+    """Replica slots owning the entries of a table of ``scheme.slots`` entries."""
+
+    __slots__ = ("_counts", "_owners", "_size", "probing", "replicas", "scheme", "weights")
+
+    def __init__(
+        self,
+        scheme: HashScheme,
+        replicas: Iterable[int] | Mapping[int, float],
+        probing: Probing = "linear",
+    ) -> None:
+        self.scheme = scheme
+        #: Kept for the ring interface; a table has no probing.
+        self.probing: Probing = probing
+        members = members_of(replicas)
+        self.replicas: frozenset[int] = frozenset(members)
+        #: Each slot's weight in thousandths.
+        self.weights: dict[int, int] = members
+        self._size = scheme.slots
+        owners = populate(self._size, members)
+        self._owners = array("H", owners)
+        counts = dict.fromkeys(members, 0)
+        for slot in owners:
+            counts[slot] += 1
+        self._counts = counts
+
+    def __len__(self) -> int:
+        return len(self._owners)
+
+    def __bool__(self) -> bool:
+        return bool(self._owners)
+
+    def owner_at(self, position: int) -> int | None:
+        """The slot owning table entry ``position``."""
+        if not self._owners:
+            return None
+        return self._owners[position % self._size]
+
+    def lookup(self, key: str) -> int | None:
+        """The replica slot that serves ``key``, or None on an empty table."""
+        owners = self._owners
+        if not owners:
+            return None
+        # scheme.key_position inlined (the default's: xxh3 mod size): this runs per request.
+        return owners[_xxh3(key.encode("utf-8", "surrogatepass")) % self._size]
+
+    def walk(self, key: str) -> Iterator[int]:
+        """Every replica once: ``lookup(key)`` first, then the owners met going on from its
+        entry (where retries and overflow go).
+
+        The entries after one are claimed by unrelated slots' permutations, so the slots met
+        after a key's own are in effect a random order seeded by the key's entry: the keys of
+        one replica fall back onto all the others evenly, not onto one neighbour.
+        """
+        owners = self._owners
+        size = len(owners)
+        if not size:
+            return
+        remaining = len(self.replicas)
+        seen: set[int] = set()
+        i = self.scheme.key_position(key)
+        for step in range(size):
+            owner = owners[(i + step) % size]
+            if owner not in seen:
+                seen.add(owner)
+                yield owner
+                remaining -= 1
+                if not remaining:
+                    return
+        # A slot of tiny weight may own no entry at all: it still comes, last, in slot order.
+        yield from sorted(self.replicas - seen)
+
+    def shares(self) -> dict[int, float]:
+        """Fraction of the key space (the entries) each replica serves."""
+        if not self._owners:
+            return dict.fromkeys(self.replicas, 0.0)
+        return {slot: n / self._size for slot, n in self._counts.items()}
