@@ -5,8 +5,11 @@
 Pure computation (no network): for each design and N, the time to build the structure (and
 how long it held up an event loop that built it in a thread, as the balancer does), each
 replica's share of the key space against the ideal, the keys that move when a replica is
-added (slot N+1) or removed (slot 2), and what one lookup costs. Prints a Markdown table;
-docs/ring.md explains it.
+added (slot N+1) or removed (slot 2), and what one lookup costs. A second table shows where
+the keys of one replica go when it cannot take them (retries, bounded-load overflow): the
+next node clockwise on the ring (HAProxy), the next entries of a Maglev table, the table
+walked by a stride taken from the key (Envoy's jump seeded by the hash; lbproxy's), and the
+rendezvous ranking. Prints Markdown tables; docs/ring.md explains them.
 """
 
 from __future__ import annotations
@@ -182,6 +185,68 @@ def table(rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
+def _next_entries(t: MaglevTable, key: str) -> Iterator[int]:
+    """The owners of the entries that follow the key's (HAProxy's next node, on a table)."""
+    i = t.scheme.key_position(key)
+    seen: set[int] = set()
+    for step in range(t.scheme.slots):
+        owner = t.owner_at(i + step)
+        if owner is not None and owner not in seen:
+            seen.add(owner)
+            yield owner
+
+
+#: How a structure orders the replicas after a key's own.
+FALLBACKS: dict[str, tuple[Callable[[Sequence[int]], Structure], Callable[..., Iterator[int]]]] = {
+    "ring: next node clockwise (HAProxy)": (
+        lambda slots: HashRing(make_scheme("ring"), slots),
+        lambda s, k: s.walk(k),
+    ),
+    "maglev: next entries": (
+        lambda slots: MaglevTable(make_scheme("default"), slots),
+        _next_entries,
+    ),
+    "maglev: stride from the key (lbproxy)": (
+        lambda slots: MaglevTable(make_scheme("default"), slots),
+        lambda s, k: s.walk(k),
+    ),
+    "rendezvous: ranking": (lambda slots: RendezvousTable(65536, slots), lambda s, k: s.walk(k)),
+}
+
+
+def second_choice_spread(
+    build: Callable[[Sequence[int]], Structure],
+    order: Callable[..., Iterator[int]],
+    n: int,
+    keys: Sequence[str],
+) -> float:
+    """Worst, over the replicas, of max/mean of where its keys go second: 1 = evenly."""
+    s = build(list(range(1, n + 1)))
+    seconds: dict[int, dict[int, int]] = {r: dict.fromkeys(range(1, n + 1), 0) for r in s.replicas}
+    for k in keys:
+        walk = order(s, k)
+        first, second = next(walk), next(walk)
+        seconds[first][second] += 1
+    worst = 1.0
+    for first, counts in seconds.items():
+        others = [c for r, c in counts.items() if r != first]
+        worst = max(worst, max(others) * len(others) / sum(others))
+    return worst
+
+
+#: N of the second-choice table (beyond 16, the noise of 200,000 keys hides the differences).
+SPREAD_SIZES = (3, 8, 16)
+
+
+def spread_table(sizes: Sequence[int], keys: Sequence[str]) -> str:
+    head = "| order after the key's own | " + " | ".join(f"N={n}" for n in sizes) + " |"
+    lines = [head, "|" + " --- |" * (len(sizes) + 1)]
+    for name, (build, order) in FALLBACKS.items():
+        cells = [f"{second_choice_spread(build, order, n, keys):.2f}" for n in sizes]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[3, 16, 32, 64])
@@ -202,6 +267,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(f"  measured {d.name} N={n}", flush=True)
     print(f"\n{args.keys:,} random keys, seed {args.seed}; build: median of {args.rounds}\n")
     print(table(rows))
+    print(
+        "\nWhere one replica's keys go second (retries, overflow): worst max/mean over the "
+        "replicas (1 = evenly over the others; the rendezvous ranking is uniform, so its row "
+        "is the sampling noise of this many keys)\n"
+    )
+    print(spread_table(SPREAD_SIZES, keys))
 
 
 if __name__ == "__main__":
