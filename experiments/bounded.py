@@ -131,14 +131,18 @@ def overrides(factor: float | None) -> dict[str, Any]:
     }
 
 
-async def experiment_bounded(s: Settings) -> list[BoundedRun]:
+async def experiment_bounded(
+    s: Settings,
+    factors: Sequence[float | None] = FACTORS,
+    exponents: Sequence[float] = ZIPF_EXPONENTS,
+) -> list[BoundedRun]:
     if s.backend != "process":
         raise ExperimentError("the bounded-load experiment runs on the process backend only")
     universe = min(ZIPF_UNIVERSE, s.requests)
     # The same draws as the Zipf experiment's (same purpose names, same seed).
-    draws = {a: zipf_ids(s.requests, universe, a, s.rng(f"zipf-{a}")) for a in ZIPF_EXPONENTS}
+    draws = {a: zipf_ids(s.requests, universe, a, s.rng(f"zipf-{a}")) for a in exponents}
     runs = []
-    for factor in FACTORS:
+    for factor in factors:
         async with s.balancer("default", s.replicas, overrides(factor)) as b:
             for a, ids in draws.items():
                 replicas = await b.rep()
@@ -157,16 +161,15 @@ def report_bounded(s: Settings, runs: Sequence[BoundedRun]) -> Report:
         axes[0].plot(xs, [r.max_over_mean for r in mine], "o-", label=f"factor {label}")
         axes[1].plot(xs, [r.in_flight_max_over_mean for r in mine], "o-", label=label)
         axes[2].plot(xs, [r.left_home for r in mine], "o-", label=label)
-    for f in FACTORS:
-        if f is not None:
-            axes[0].axhline(f, color="grey", lw=0.6, ls=":")
+    for f in {r.factor for r in runs} - {None}:
+        axes[0].axhline(f, color="grey", lw=0.6, ls=":")
     axes[0].set_title("requests answered: max / mean")
     axes[1].set_title("requests in flight: max / mean")
     axes[2].set_title("share answered away from home")
     axes[2].yaxis.set_tick_params(labelleft=True)
     for ax in axes:
         ax.set_xlabel("Zipf exponent s")
-        ax.set_xticks(list(ZIPF_EXPONENTS))
+        ax.set_xticks(sorted({r.exponent for r in runs}))
     axes[0].legend(fontsize=8)
     fig.suptitle(
         f"Bounded loads: N = {runs[0].replicas and len(runs[0].replicas)}, replicas take "
