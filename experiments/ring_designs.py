@@ -92,6 +92,7 @@ class Row:
     design: str
     n: int
     build_ms: float
+    build_cpu_ms: float
     loop_blocked_ms: float
     share_error: float  # max |share - 1/N| / (1/N)
     add_moved: float
@@ -102,11 +103,19 @@ class Row:
     lookup_ns: float
 
 
-async def _build_in_thread(build: Callable[[], object]) -> tuple[float, float]:
-    """(build seconds, longest the event loop went without running) for a build in a thread,
-    as ``Pool.refresh_ring`` does it."""
+async def _build_in_thread(build: Callable[[], object]) -> tuple[float, float, float]:
+    """(seconds, CPU seconds of the building thread, longest the event loop went without
+    running) for a build in a thread, as ``Pool.refresh_ring`` does it. On a machine shared
+    with other work the CPU seconds are the steadier figure."""
     lag = 0.0
     done = False
+    cpu = 0.0
+
+    def timed() -> None:
+        nonlocal cpu
+        t = time.thread_time()
+        build()
+        cpu = time.thread_time() - t
 
     async def ticker() -> None:
         nonlocal lag
@@ -118,11 +127,11 @@ async def _build_in_thread(build: Callable[[], object]) -> tuple[float, float]:
     task = asyncio.create_task(ticker())
     await asyncio.sleep(0.01)
     t0 = time.perf_counter()
-    await asyncio.to_thread(build)
+    await asyncio.to_thread(timed)
     elapsed = time.perf_counter() - t0
     done = True
     await task
-    return elapsed, lag
+    return elapsed, cpu, lag
 
 
 def _moved(
@@ -139,8 +148,9 @@ def measure(design: Design, n: int, keys: Sequence[str], rounds: int) -> Row:
     for _ in range(rounds):
         design.cold()
         timings.append(asyncio.run(_build_in_thread(lambda: design.build(slots))))
-    build_s = statistics.median(t for t, _ in timings)
-    blocked = max(lag for _, lag in timings)
+    build_s = statistics.median(t for t, _, _ in timings)
+    build_cpu = statistics.median(c for _, c, _ in timings)
+    blocked = max(lag for _, _, lag in timings)
     s = design.build(slots)
     shares = s.shares()
     error = max(abs(v - 1 / n) * n for v in shares.values())
@@ -154,11 +164,12 @@ def measure(design: Design, n: int, keys: Sequence[str], rounds: int) -> Row:
     replaced = _moved(owners, [again.lookup(k) for k in keys], set(slots))[0]
     sample = keys[:2000]
     loops = 20
-    t = timeit.timeit(lambda: [s.lookup(k) for k in sample], number=loops)
+    t = timeit.timeit(lambda: [s.lookup(k) for k in sample], number=loops, timer=time.process_time)
     return Row(
         design.name,
         n,
         build_s * 1000,
+        build_cpu * 1000,
         blocked * 1000,
         error,
         *add,
@@ -170,14 +181,15 @@ def measure(design: Design, n: int, keys: Sequence[str], rounds: int) -> Row:
 
 def table(rows: Sequence[Row]) -> str:
     head = (
-        "| design | N | build ms | loop held up ms | worst share error | +1 moved "
+        "| design | N | build ms | of it CPU ms | loop held up ms | worst share error | +1 moved "
         "(ideal) | of which between others | -1 moved (ideal) | of which between others | "
         "same slots rebuilt: moved | lookup ns |"
     )
-    lines = [head, "|" + " --- |" * 11]
+    lines = [head, "|" + " --- |" * 12]
     for r in rows:
         lines.append(
-            f"| {r.design} | {r.n} | {r.build_ms:.1f} | {r.loop_blocked_ms:.1f} | "
+            f"| {r.design} | {r.n} | {r.build_ms:.1f} | {r.build_cpu_ms:.1f} | "
+            f"{r.loop_blocked_ms:.1f} | "
             f"{r.share_error:.2%} | {r.add_moved:.4f} ({1 / (r.n + 1):.4f}) | {r.add_extra:.4f} | "
             f"{r.rm_moved:.4f} ({1 / r.n:.4f}) | {r.rm_extra:.4f} | {r.replaced_moved:.0f} | "
             f"{r.lookup_ns:.0f} |"
@@ -247,6 +259,50 @@ def spread_table(sizes: Sequence[int], keys: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def pick_costs(keys: Sequence[str], n: int = 3) -> str:
+    """ns per ``Pool.pick`` (the hot path's routing call) against what it replaced."""
+    from lbproxy._pool import Pool, State
+
+    async def build(scheme_name: str, factor: float | None) -> Pool:
+        pool = Pool(make_scheme(scheme_name), balance_factor=factor)  # type: ignore[arg-type]
+        for slot in range(1, n + 1):
+            pool.add(slot, f"r{slot}").state = State.UP
+        await pool.refresh_ring()
+        return pool
+
+    sample = list(keys[:5000])
+    lines = ["| routing call | ns per request |", "| --- | --- |"]
+
+    def cost(label: str, call: Callable[[str], object]) -> None:
+        loops = 10
+        t = timeit.timeit(lambda: [call(k) for k in sample], number=loops, timer=time.process_time)
+        lines.append(f"| {label} | {t / (loops * len(sample)) * 1e9:.0f} |")
+
+    old = asyncio.run(build("ring", None))
+    cost(
+        "before: ring lookup, replica, state check (16384-vnode ring)",
+        lambda k: (r := old.replicas.get(old.ring.lookup(k))) and r.state is State.UP,  # type: ignore[arg-type]
+    )
+    off = asyncio.run(build("default", None))
+    cost("Pool.pick, bounded loads off", off.pick)
+    on = asyncio.run(build("default", 1.25))
+    for r in on.replicas.values():
+        for _ in range(10):
+            r.begin()  # 30 in flight, 10 each: every replica has room (cap 13)
+    cost("Pool.pick, balance_factor 1.25, room at home", on.pick)
+    full = asyncio.run(build("default", 1.25))
+    for _ in range(30):
+        full.replicas[1].begin()  # replica 1 has all 30: its keys walk on
+    mine = [k for k in sample if full.ring.lookup(k) == 1]
+    lines.append("")
+    t = timeit.timeit(lambda: [full.pick(k) for k in mine], number=10, timer=time.process_time)
+    lines[-1] = (
+        f"| Pool.pick, balance_factor 1.25, home full (walks on) | "
+        f"{t / (10 * len(mine)) * 1e9:.0f} |"
+    )
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[3, 16, 32, 64])
@@ -273,6 +329,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "is the sampling noise of this many keys)\n"
     )
     print(spread_table(SPREAD_SIZES, keys))
+    print(f"\nThe hot path's routing call (CPU time), N = 3, {min(len(keys), 5000):,} keys\n")
+    print(pick_costs(keys))
 
 
 if __name__ == "__main__":

@@ -155,8 +155,9 @@ class Pool:
         return out
 
     def add(self, slot: int, hostname: str) -> Replica:
-        replica = Replica(slot=slot, hostname=hostname, weight=self._weight_of(hostname))
-        replica.load = self.load
+        replica = Replica(
+            slot=slot, hostname=hostname, weight=self._weight_of(hostname), load=self.load
+        )
         self.replicas[slot] = replica
         self._added_as[slot] = hostname
         return replica
