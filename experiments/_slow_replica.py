@@ -14,14 +14,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import socket
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from lbproxy._runtime import run
-from lbproxy.replica import _die_with_parent, make_app
+from lbproxy.replica import _die_with_parent, make_app, serve_app
 
 IN_FLIGHT_HEADER = "X-In-Flight"
 
@@ -51,23 +50,6 @@ def slow_app(server_id: str, delay: float) -> web.Application:
     return app
 
 
-async def serve(server_id: str, delay: float, port: int, fd: int | None) -> None:
-    runner = web.AppRunner(slow_app(server_id, delay), access_log=None, handle_signals=False)
-    await runner.setup()
-    if fd is not None:
-        site: web.BaseSite = web.SockSite(runner, socket.socket(fileno=fd))
-    else:
-        site = web.TCPSite(runner, "127.0.0.1", port, reuse_address=True)
-    await site.start()
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--delay", type=float, default=0.02, help="seconds per /home (0.02)")
@@ -76,7 +58,7 @@ def main() -> None:
     server_id = os.environ.get("SERVER_ID") or socket.gethostname()
     port = int(os.environ.get("PORT", "5000"))
     _die_with_parent()
-    run(serve(server_id, args.delay, port, int(fd) if fd else None))
+    run(serve_app(slow_app(server_id, args.delay), "127.0.0.1", port, int(fd) if fd else None))
 
 
 if __name__ == "__main__":

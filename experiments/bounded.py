@@ -23,7 +23,7 @@ from ._balancer import ExperimentError
 from ._load import LoadResult, zipf_ids
 from ._results import Report, md_table, panels, save_figure, write_csv
 from ._settings import Settings
-from .balance import ZIPF_EXPONENTS, ZIPF_UNIVERSE
+from .balance import ZIPF_EXPONENTS, ZIPF_UNIVERSE, answers_per_replica
 from .ring_stats import ring_owners
 
 #: None = bounded loads off; then the factors the issue asks about, loosest first.
@@ -104,15 +104,11 @@ def summarize(
         away += a.replica != home[a.key]
         if a.in_flight is not None:
             seen[a.replica].append(a.in_flight)
-    counts = load.counts
-    strangers = set(counts) - set(replicas)
-    if strangers:
-        raise ExperimentError(f"answers from replicas not in /rep: {sorted(strangers)}")
     return BoundedRun(
         factor=factor,
         exponent=exponent,
         replicas=list(replicas),
-        counts={r: counts.get(r, 0) for r in replicas},
+        counts=answers_per_replica(load, replicas, f"factor {factor} s={exponent}"),
         in_flight_mean={r: statistics.fmean(seen[r]) if seen[r] else 0.0 for r in replicas},
         in_flight_peak={r: max(seen[r], default=0) for r in replicas},
         left_home=away / answered if answered else float("nan"),

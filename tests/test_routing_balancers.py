@@ -314,21 +314,19 @@ async def test_two_balancers_route_every_key_and_retry_identically(
         },
     )
     addresses = [r.address for r in replica_servers]
-    a = balancer_procs(
-        deep_merge(
-            deep_merge(base, {"listen": {"port": free_port()}}),
-            static(*zip(["alpha", "beta", "gamma"], addresses, strict=True)),
-        ),
-        "a",
-        "0",
-    )
-    b = balancer_procs(
-        deep_merge(
-            deep_merge(base, {"listen": {"port": free_port()}}),
-            static(*zip(["zz-9", "yy-8", "xx-7"], addresses, strict=True)),
-        ),
-        "b",
-        "4242",
+    a, b = (
+        balancer_procs(
+            deep_merge(
+                deep_merge(base, {"listen": {"port": free_port()}}),
+                static(*zip(hostnames, addresses, strict=True)),
+            ),
+            name,
+            hash_seed,
+        )
+        for name, hostnames, hash_seed in (
+            ("a", ["alpha", "beta", "gamma"], "0"),
+            ("b", ["zz-9", "yy-8", "xx-7"], "4242"),
+        )
     )
     await asyncio.gather(a.ready(), b.ready())
     ring = build_ring(DEFAULT, [1, 2, 3])

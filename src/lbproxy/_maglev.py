@@ -18,7 +18,7 @@ from math import gcd
 import xxhash
 
 from ._hashing import HashScheme
-from ._ring import Probing, members_of
+from ._ring import Membership, Probing
 
 _xxh3 = xxhash.xxh3_64_intdigest
 
@@ -80,10 +80,22 @@ def populate(size: int, members: Mapping[int, int]) -> list[int]:
                 return table
 
 
-class MaglevTable:
-    """Replica slots owning the entries of a table of ``scheme.slots`` entries."""
+def _stepping(owners: array[int], start: int, stride: int) -> Iterator[int]:
+    """The owners of entries start, start + stride, ... (mod size): every entry once."""
+    size = len(owners)
+    i = start
+    for _ in range(size):
+        yield owners[i]
+        i += stride
+        if i >= size:
+            i -= size
 
-    __slots__ = ("_counts", "_owners", "_size", "probing", "replicas", "scheme", "weights")
+
+class MaglevTable(Membership):
+    """Replica slots owning the entries of a table of ``scheme.slots`` entries (``probing``
+    is kept for the pool's comparison only: a table has none)."""
+
+    __slots__ = ("_counts", "_size")
 
     def __init__(
         self,
@@ -91,13 +103,8 @@ class MaglevTable:
         replicas: Iterable[int] | Mapping[int, float],
         probing: Probing = "linear",
     ) -> None:
-        self.scheme = scheme
-        #: Kept for the ring interface; a table has no probing.
-        self.probing: Probing = probing
-        members = members_of(replicas)
-        self.replicas: frozenset[int] = frozenset(members)
-        #: Each slot's weight in thousandths.
-        self.weights: dict[int, int] = members
+        super().__init__(scheme, replicas, probing)
+        members = self.weights
         self._size = scheme.slots
         owners = populate(self._size, members)
         self._owners = array("H", owners)
@@ -105,12 +112,6 @@ class MaglevTable:
         for slot in owners:
             counts[slot] += 1
         self._counts = counts
-
-    def __len__(self) -> int:
-        return len(self._owners)
-
-    def __bool__(self) -> bool:
-        return bool(self._owners)
 
     def owner_at(self, position: int) -> int | None:
         """The slot owning table entry ``position``."""
@@ -140,24 +141,9 @@ class MaglevTable:
         size = len(owners)
         if not size:
             return
-        remaining = len(self.replicas)
-        seen: set[int] = set()
         h = _xxh3(key.encode("utf-8", "surrogatepass"))
-        i = h % size
         stride = _coprime((h >> 32) % (size - 1) + 1 if size > 1 else 1, size)
-        for _ in range(size):
-            owner = owners[i]
-            if owner not in seen:
-                seen.add(owner)
-                yield owner
-                remaining -= 1
-                if not remaining:
-                    return
-            i += stride
-            if i >= size:
-                i -= size
-        # A slot of tiny weight may own no entry at all: it still comes, last, in slot order.
-        yield from sorted(self.replicas - seen)
+        yield from self._distinct(_stepping(owners, h % size, stride))
 
     def shares(self) -> dict[int, float]:
         """Fraction of the key space (the entries) each replica serves."""

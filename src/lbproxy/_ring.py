@@ -57,20 +57,11 @@ class RingFullError(ValueError):
     """More virtual nodes than ring slots."""
 
 
-class HashRing:
-    """Replica slots placed on a ring of ``scheme.slots`` positions by ``scheme``."""
+class Membership:
+    """What every routing structure keeps of what it was built from (the pool compares it
+    with the replicas that are up to know whether to rebuild), and its owners array."""
 
-    __slots__ = (
-        "_counts",
-        "_first_in",
-        "_owners",
-        "_positions",
-        "_shift",
-        "probing",
-        "replicas",
-        "scheme",
-        "weights",
-    )
+    __slots__ = ("_owners", "probing", "replicas", "scheme", "weights")
 
     def __init__(
         self,
@@ -82,8 +73,45 @@ class HashRing:
         self.probing: Probing = probing
         members = members_of(replicas)
         self.replicas: frozenset[int] = frozenset(members)
-        #: Each slot's weight in thousandths.
+        #: Each slot's weight in thousandths, in slot order.
         self.weights: dict[int, int] = members
+        #: The owning slot of each virtual node (or table entry), in position order.
+        self._owners = array("H")
+
+    def __len__(self) -> int:
+        return len(self._owners)
+
+    def __bool__(self) -> bool:
+        return bool(self._owners)
+
+    def _distinct(self, owners: Iterable[int]) -> Iterator[int]:
+        """Each replica once, in the order ``owners`` meets them; then, in slot order, any
+        that own nothing (a slot of tiny weight on a small table)."""
+        remaining = len(self.replicas)
+        seen: set[int] = set()
+        for owner in owners:
+            if owner not in seen:
+                seen.add(owner)
+                yield owner
+                remaining -= 1
+                if not remaining:
+                    return
+        yield from sorted(self.replicas - seen)
+
+
+class HashRing(Membership):
+    """Replica slots placed on a ring of ``scheme.slots`` positions by ``scheme``."""
+
+    __slots__ = ("_counts", "_first_in", "_positions", "_shift")
+
+    def __init__(
+        self,
+        scheme: HashScheme,
+        replicas: Iterable[int] | Mapping[int, float],
+        probing: Probing = "linear",
+    ) -> None:
+        super().__init__(scheme, replicas, probing)
+        members = self.weights
         #: Virtual nodes per slot, in slot order.
         self._counts = {r: vnode_count(scheme, u) for r, u in members.items()}
         total = sum(self._counts.values())
@@ -147,12 +175,6 @@ class HashRing:
                 taken[p] = r
         return sorted((p << _OWNER_BITS) | r for p, r in taken.items())
 
-    def __len__(self) -> int:
-        return len(self._positions)
-
-    def __bool__(self) -> bool:
-        return bool(self._positions)
-
     def owner_at(self, position: int) -> int | None:
         """The replica of the first virtual node clockwise from ``position`` (inclusive)."""
         if not self._positions:
@@ -174,21 +196,12 @@ class HashRing:
 
         The first is ``lookup(key)``; the rest are where retries go.
         """
-        n = len(self._positions)
+        owners = self._owners
+        n = len(owners)
         if not n:
             return
-        remaining = len(self.replicas)
-        seen: set[int] = set()
         i = self._index_of(self.scheme.key_position(key))
-        owners = self._owners
-        for step in range(n):
-            owner = owners[(i + step) % n]
-            if owner not in seen:
-                seen.add(owner)
-                yield owner
-                remaining -= 1
-                if not remaining:
-                    return
+        yield from self._distinct(owners[(i + step) % n] for step in range(n))
 
     def vnodes(self) -> list[tuple[int, int]]:
         """(position, replica) of every virtual node, clockwise."""
