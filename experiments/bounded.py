@@ -21,7 +21,7 @@ from typing import Any
 
 from ._balancer import ExperimentError
 from ._load import LoadResult, zipf_ids
-from ._results import Report, md_table, panels, save_figure, write_csv
+from ._results import Report, md_table, pyplot, save_figure, write_csv
 from ._settings import Settings
 from .balance import ZIPF_EXPONENTS, ZIPF_UNIVERSE, answers_per_replica
 from .ring_stats import ring_owners
@@ -147,31 +147,34 @@ async def experiment_bounded(
     return runs
 
 
-def report_bounded(s: Settings, runs: Sequence[BoundedRun]) -> Report:
-    files = [write_csv(s.out / "bounded.csv", [r.row() for r in runs])]
-    factors = list(dict.fromkeys(r.label for r in runs))
-    fig, axes = panels(3, 4.4, 3.8)
-    for label in factors:
+def plot_bounded(runs: Sequence[BoundedRun], concurrency: int, path: Path) -> Path:
+    fig, axes = pyplot().subplots(1, 3, figsize=(13.2, 3.8))
+    axes[1].sharey(axes[0])
+    for label in dict.fromkeys(r.label for r in runs):
         mine = [r for r in runs if r.label == label]
         xs = [r.exponent for r in mine]
         axes[0].plot(xs, [r.max_over_mean for r in mine], "o-", label=f"factor {label}")
         axes[1].plot(xs, [r.in_flight_max_over_mean for r in mine], "o-", label=label)
-        axes[2].plot(xs, [r.left_home for r in mine], "o-", label=label)
+        axes[2].plot(xs, [100 * r.left_home for r in mine], "o-", label=label)
     for f in {r.factor for r in runs} - {None}:
         axes[0].axhline(f, color="grey", lw=0.6, ls=":")
     axes[0].set_title("requests answered: max / mean")
     axes[1].set_title("requests in flight: max / mean")
-    axes[2].set_title("share answered away from home")
-    axes[2].yaxis.set_tick_params(labelleft=True)
+    axes[2].set_title("% answered away from home")
     for ax in axes:
         ax.set_xlabel("Zipf exponent s")
         ax.set_xticks(sorted({r.exponent for r in runs}))
     axes[0].legend(fontsize=8)
     fig.suptitle(
-        f"Bounded loads: N = {runs[0].replicas and len(runs[0].replicas)}, replicas take "
-        f"{DELAY * 1000:.0f} ms, {s.concurrency} clients, {runs[0].requests:,} requests per run"
+        f"Bounded loads: N = {len(runs[0].replicas)}, replicas take {DELAY * 1000:.0f} ms, "
+        f"{concurrency} clients, {runs[0].requests:,} requests per run"
     )
-    files.append(save_figure(fig, s.out / "bounded.png"))
+    return save_figure(fig, path)
+
+
+def report_bounded(s: Settings, runs: Sequence[BoundedRun]) -> Report:
+    files = [write_csv(s.out / "bounded.csv", [r.row() for r in runs])]
+    files.append(plot_bounded(runs, s.concurrency, s.out / "bounded.png"))
     md = table(runs)
     failed = [r for r in runs if r.errors]
     failures = (
