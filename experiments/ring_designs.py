@@ -134,6 +134,12 @@ async def _build_in_thread(build: Callable[[], object]) -> tuple[float, float, f
     return elapsed, cpu, lag
 
 
+def _best(run: Callable[[], object], loops: int = 10) -> float:
+    """CPU seconds of one ``run``: the best of 5 timings of ``loops`` runs each (the usual
+    way to time a small thing on a machine doing other work)."""
+    return min(timeit.repeat(run, repeat=5, number=loops, timer=time.process_time)) / loops
+
+
 def _moved(
     a: Sequence[int | None], b: Sequence[int | None], stayed: set[int]
 ) -> tuple[float, float]:
@@ -163,8 +169,7 @@ def measure(design: Design, n: int, keys: Sequence[str], rounds: int) -> Row:
     again = design.build(list(reversed(slots)))
     replaced = _moved(owners, [again.lookup(k) for k in keys], set(slots))[0]
     sample = keys[:2000]
-    loops = 20
-    t = timeit.timeit(lambda: [s.lookup(k) for k in sample], number=loops, timer=time.process_time)
+    t = _best(lambda: [s.lookup(k) for k in sample])
     return Row(
         design.name,
         n,
@@ -175,7 +180,7 @@ def measure(design: Design, n: int, keys: Sequence[str], rounds: int) -> Row:
         *add,
         *rm,
         replaced,
-        t / (loops * len(sample)) * 1e9,
+        t / len(sample) * 1e9,
     )
 
 
@@ -273,10 +278,9 @@ def pick_costs(keys: Sequence[str], n: int = 3) -> str:
     sample = list(keys[:5000])
     lines = ["| routing call | ns per request |", "| --- | --- |"]
 
-    def cost(label: str, call: Callable[[str], object]) -> None:
-        loops = 10
-        t = timeit.timeit(lambda: [call(k) for k in sample], number=loops, timer=time.process_time)
-        lines.append(f"| {label} | {t / (loops * len(sample)) * 1e9:.0f} |")
+    def cost(label: str, call: Callable[[str], object], keys: Sequence[str] = sample) -> None:
+        t = _best(lambda: [call(k) for k in keys])
+        lines.append(f"| {label} | {t / len(keys) * 1e9:.0f} |")
 
     old = asyncio.run(build("ring", None))
     cost(
@@ -294,12 +298,7 @@ def pick_costs(keys: Sequence[str], n: int = 3) -> str:
     for _ in range(30):
         full.replicas[1].begin()  # replica 1 has all 30: its keys walk on
     mine = [k for k in sample if full.ring.lookup(k) == 1]
-    lines.append("")
-    t = timeit.timeit(lambda: [full.pick(k) for k in mine], number=10, timer=time.process_time)
-    lines[-1] = (
-        f"| Pool.pick, balance_factor 1.25, home full (walks on) | "
-        f"{t / (10 * len(mine)) * 1e9:.0f} |"
-    )
+    cost("Pool.pick, balance_factor 1.25, home full (walks on)", full.pick, mine)
     return "\n".join(lines)
 
 

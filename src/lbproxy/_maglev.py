@@ -132,10 +132,10 @@ class MaglevTable(Membership):
         key-derived stride away (where retries and overflow go).
 
         Entries next to each other are claimed along correlated permutations, so stepping
-        to the next entry would send one replica's keys to a few of the others (up to 2.6
-        times their share, measured at N = 16); a stride taken from the key's own hash, like
-        Envoy's jump seeded by the hash, spreads them evenly and is the same on every
-        balancer.
+        to the next entry would spread one replica's keys unevenly over the others (the
+        busiest taking 1.4 times its share at N = 16; docs/ring.md); a stride taken from the
+        key's own hash, like Envoy's jump seeded by the hash, spreads them evenly and is the
+        same on every balancer.
         """
         owners = self._owners
         size = len(owners)
