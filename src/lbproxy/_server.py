@@ -62,6 +62,7 @@ def _merge_reloadable(old: Config, new: Config) -> Config:
 
 
 def _weights(config: Config) -> tuple[object, ...]:
+    """Every weight setting: (replicas.weight, replicas.weights, the static entries')."""
     r = config.replicas
     return r.weight, r.weights, [s.weight for s in r.static]
 
@@ -238,6 +239,8 @@ class Server:
         if effective.hashing != old.hashing:
             self._key_function = make_key_function(effective.hashing.key)
             log.info("hashing is now %s", effective.hashing.model_dump())
+        if _weights(effective) != _weights(old):
+            log.info("replica weights are now %s", _weights(effective))
         if effective.hashing != old.hashing or _weights(effective) != _weights(old):
             await self.pool.configure(
                 effective.hashing.scheme(),
