@@ -19,7 +19,7 @@ from ._results import Report, write_json
 from ._settings import HASHES, RESULTS, Settings
 
 #: Every experiment, in the order they run. 4 compares the runs of 1 and 2, so it runs them.
-EXPERIMENTS = ("1", "2", "3", "4", "movement", "zipf")
+EXPERIMENTS = ("1", "2", "3", "4", "movement", "zipf", "bounded")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Experiments: 1 = load per replica at N=3; 2 = load and spread at N=2..6; "
         "3 = every endpoint, and replicas killed under load; 4 = the hash choices compared, "
         "with the ring drawn (runs 1 and 2); movement = keys moved by /add and /rm against the "
-        "ideal; zipf = balance under Zipf-skewed keys.",
+        "ideal; zipf = balance under Zipf-skewed keys; bounded = the same with replicas that "
+        "take 20 ms and hashing.balance_factor off, 1.5, 1.25, 1.1 (process backend).",
     )
     p.add_argument(
         "--backend",
@@ -90,10 +91,12 @@ def _positive(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None
         parser.error("--kills must be 0 or more")
     if args.time_limit <= 0:
         parser.error("--time-limit must be positive")
+    if args.backend != "process" and "bounded" in args.experiments:
+        parser.error("the bounded experiment runs on the process backend only")
 
 
 async def run(s: Settings, selected: Sequence[str]) -> list[Report]:
-    from . import balance, hashes, movement, recovery
+    from . import balance, bounded, hashes, movement, recovery
 
     reports: list[Report] = []
     exp1 = exp2 = None
@@ -113,6 +116,8 @@ async def run(s: Settings, selected: Sequence[str]) -> list[Report]:
         reports.append(movement.report_movement(s, await movement.experiment_movement(s)))
     if "zipf" in selected:
         reports.append(balance.report_zipf(s, await balance.experiment_zipf(s)))
+    if "bounded" in selected and s.backend == "process":
+        reports.append(bounded.report_bounded(s, await bounded.experiment_bounded(s)))
     return reports
 
 
@@ -189,6 +194,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"results in {s.out} ({summary.name}); {meta['wall_seconds']} s")
     for r in reports:
         print(f"- {r.title}: {', '.join(r.files)}")
+        if r.console:
+            print(f"\n{r.console}\n")
     return 0
 
 

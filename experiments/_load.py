@@ -21,6 +21,8 @@ from tqdm import tqdm
 
 HELLO = "Hello from Server: "
 REQUEST_ID_HEADER = "X-Request-Id"
+#: Set by the bounded-load experiment's replicas: their requests under way when one arrived.
+IN_FLIGHT_HEADER = "X-In-Flight"
 
 
 def uniform_ids(count: int, rng: random.Random) -> list[str]:
@@ -49,6 +51,8 @@ class Answer:
     status: int | None  # None: no HTTP answer at all
     replica: str | None  # from the body of a 200 answer
     error: str | None  # None for a 200 "Hello from Server" answer
+    #: The replica's requests under way when this one arrived (if it says: X-In-Flight).
+    in_flight: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -144,12 +148,16 @@ async def run_load(
                     body = await resp.read()
                 replica, error = replica_of(resp.status, body)
                 status: int | None = resp.status
+                busy = resp.headers.get(IN_FLIGHT_HEADER, "")
+                in_flight = int(busy) if busy.isdigit() else None
             except (aiohttp.ClientError, OSError, TimeoutError) as e:
-                replica, error, status = None, type(e).__name__, None
+                replica, error, status, in_flight = None, type(e).__name__, None, None
             except asyncio.CancelledError:
                 result.cut += 1  # the time limit came while it was in flight
                 raise
-            answer = Answer(key, start, time.monotonic() - result.t0, status, replica, error)
+            answer = Answer(
+                key, start, time.monotonic() - result.t0, status, replica, error, in_flight
+            )
             result.answers.append(answer)
             bar.update()
             if on_answer is not None:

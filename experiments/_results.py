@@ -25,6 +25,8 @@ class Report:
     markdown: str
     headline: dict[str, Any] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
+    #: Printed when the run ends, for figures worth seeing without opening the files.
+    console: str = ""
 
 
 def write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> Path:

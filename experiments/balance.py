@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ._balancer import Balancer
-from ._load import uniform_ids, zipf_ids
+from ._load import LoadResult, uniform_ids, zipf_ids
 from ._results import HASH_COLORS, Report, md_table, panels, pyplot, save_figure, write_csv
 from ._settings import Settings
 from .ring_stats import ring_counts
@@ -91,21 +91,26 @@ class BalanceRun:
         }
 
 
+def answers_per_replica(load: LoadResult, replicas: Sequence[str], label: str) -> dict[str, int]:
+    """Answers per replica of ``replicas`` (0 for a silent one)."""
+    counted = load.counts
+    strangers = set(counted) - set(replicas)
+    if strangers:
+        # An answer from a replica /rep does not list would make the counts meaningless.
+        raise RuntimeError(f"{label}: answers from replicas not in /rep: {sorted(strangers)}")
+    return {r: counted.get(r, 0) for r in replicas}
+
+
 async def measure(
     balancer: Balancer, hash_name: str, ids: Sequence[str], s: Settings, label: str
 ) -> BalanceRun:
     """Send ``ids`` through the balancer and count the answers per replica."""
     replicas = await balancer.rep()
     load = await s.load(balancer, ids, label)
-    counted = load.counts
-    strangers = set(counted) - set(replicas)
-    if strangers:
-        # An answer from a replica /rep does not list would make the counts meaningless.
-        raise RuntimeError(f"{label}: answers from replicas not in /rep: {sorted(strangers)}")
     return BalanceRun(
         hash=hash_name,
         replicas=replicas,
-        counts={r: counted.get(r, 0) for r in replicas},
+        counts=answers_per_replica(load, replicas, label),
         predicted=ring_counts(hash_name, len(replicas), ids),  # type: ignore[arg-type]
         requests=len(ids),
         errors=load.errors,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from lbproxy import HashRing, make_scheme
+from lbproxy import HashRing, build_ring, make_scheme
 
 from ._results import HASH_COLORS, Report, md_table, pyplot, save_figure, write_csv
 from ._settings import Settings
@@ -21,16 +21,18 @@ _RING_PIXELS = 2048
 
 
 def ring_layout(hash_name: str, n: int, ids: Sequence[str]) -> dict[str, Any]:
-    """Where the ring of replicas 1..n puts its virtual nodes, its arcs and ``ids``."""
+    """Where the ring of replicas 1..n puts its virtual nodes, its arcs and ``ids`` (for the
+    default's table: which replica owns each entry, and no virtual nodes)."""
     scheme = make_scheme(hash_name)  # type: ignore[arg-type]
-    ring = HashRing(scheme, range(1, n + 1))
+    ring = build_ring(scheme, range(1, n + 1))
     m = scheme.slots
     width = min(m, _RING_PIXELS)
     owners = [ring.owner_at(k * m // width) or 0 for k in range(width)]
     return {
         "hash": hash_name,
         "slots": m,
-        "vnodes": [(p / m, r) for p, r in ring.vnodes()],
+        "table": not isinstance(ring, HashRing),
+        "vnodes": [(p / m, r) for p, r in ring.vnodes()] if isinstance(ring, HashRing) else [],
         "owners": owners,
         "key_positions": [scheme.key_position(i) / m for i in ids],
         "distinct_key_slots": len({scheme.key_position(i) for i in ids}) if m <= 1 << 20 else None,
@@ -66,9 +68,14 @@ def plot_ring(layouts: Sequence[dict[str, Any]], path: Any) -> Any:
             for pos, _ in lay["vnodes"]:
                 strip.plot([pos, pos], [0, 1], color="black", lw=0.6)
         shares = ", ".join(f"{r}: {v:.1%}" for r, v in sorted(lay["shares"].items()))
+        size = lay["slots"] if lay["slots"] <= 1 << 20 else "2^64"
+        what = (
+            f"table of {size} entries, coloured by owner"
+            if lay["table"]
+            else f"ring of {size} positions, arcs coloured by owner"
+        )
         strip.set_title(
-            f"{lay['hash']}: ring of {lay['slots'] if lay['slots'] <= 1 << 20 else '2^64'} "
-            f"positions, arcs coloured by owner (replica {shares})",
+            f"{lay['hash']}: {what} (replica {shares})",
             fontsize=9,
             loc="left",
         )
@@ -156,7 +163,7 @@ def report4(
     md = md_table(
         [
             "hash",
-            "ring share per replica (arc lengths)",
+            "share per replica (ring arcs, or table entries)",
             "measured share (exp 1)",
             "distinct slots the ids hit",
         ],

@@ -14,7 +14,7 @@ import argparse
 import random
 from collections.abc import Sequence
 
-from lbproxy import HashRing, make_scheme
+from lbproxy import build_ring, make_scheme
 from lbproxy._hashing import HASH_NAMES, HashName
 
 from ._load import uniform_ids
@@ -22,7 +22,7 @@ from ._load import uniform_ids
 
 def ring_owners(hash_name: HashName, slots: Sequence[int], ids: Sequence[str]) -> list[int]:
     """The replica slot the ring gives each id."""
-    ring = HashRing(make_scheme(hash_name), slots)
+    ring = build_ring(make_scheme(hash_name), slots)
     return [ring.lookup(i) or 0 for i in ids]
 
 

@@ -295,8 +295,11 @@ async def test_admin_listener_serves_rep_add_rm_and_status(balancer, http):
             "in_flight",
             "requests",
             "restarts",
+            "weight",
+            "ejected",
         }
         assert r["slot"] == slot and r["state"] == "up" and r["restarts"] == 0
+        assert r["weight"] == 1.0 and r["ejected"] is False
         assert r["address"] == server.pool.replicas[slot].address and r["in_flight"] == 0
     # Requests are counted per replica.
     await home_ids(http, server, 30)

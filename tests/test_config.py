@@ -330,7 +330,100 @@ def test_ring_must_fit() -> None:
         {"hashing": {"function": "assignment", "slots": 1024}, "replicas": {"max": 100}}
     )
     assert c.hashing.scheme() == make_scheme("assignment", 1024)
-    assert "hashing.slots (1000)" in error_of({"hashing": {"slots": 1000}})
+    assert "hashing.slots (1000)" in error_of({"hashing": {"function": "ring", "slots": 1000}})
+    # The default's table needs an entry per replica at least.
+    parse_config({"hashing": {"slots": 32}, "replicas": {"max": 32}})
+    message = error_of({"hashing": {"slots": 31}, "replicas": {"max": 32}})
+    assert "hashing.slots (31) must have an entry for each of replicas.max (32)" in message
+
+
+def test_default_table_size_and_virtual_nodes() -> None:
+    assert parse_config({"hashing": {"slots": 65537}}).hashing.scheme().slots == 65537
+    message = error_of({"hashing": {"virtual_nodes": 64}})
+    assert message.startswith("config: hashing: virtual_nodes: virtual_nodes applies to")
+    assert "hashing: slots: the default's table size must be 2..1048576" in error_of(
+        {"hashing": {"slots": 1 << 21}}
+    )
+    ring = parse_config({"hashing": {"function": "ring", "virtual_nodes": 64}}).hashing
+    assert ring.scheme() == make_scheme("ring", virtual_nodes=64)
+
+
+@pytest.mark.parametrize("factor", [1, 1.0, 1.1, 1.25, "1.5", 100])
+def test_balance_factor_accepted(factor: Any) -> None:
+    c = parse_config({"hashing": {"balance_factor": factor}})
+    assert c.hashing.balance_factor == float(factor)
+    assert Config().hashing.balance_factor is None
+
+
+@pytest.mark.parametrize(
+    ("factor", "says"),
+    [
+        (0.99, "greater than or equal to 1"),
+        (0, "greater than or equal to 1"),
+        (-2, "greater than or equal to 1"),
+        (100.5, "less than or equal to 100"),
+        (".nan", "greater than or equal to 1"),
+        (".inf", "less than or equal to 100"),
+        ("yes", "must be a number, not a boolean"),
+        ("fast", "valid number"),
+        ("[1.2]", "valid number"),
+    ],
+)
+def test_balance_factor_rejected(factor: str | float, says: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config_text(f"hashing: {{balance_factor: {factor}}}")
+    assert str(info.value).startswith("config: hashing.balance_factor")
+    assert says in str(info.value)
+
+
+def test_weights_default_overrides_and_static() -> None:
+    c = parse_config({"replicas": {"weight": 2, "weights": {"Server-1": 0.5, "big": 4}}})
+    assert c.replicas.weight_of("server-1") == 0.5  # hostnames compare case-insensitively
+    assert c.replicas.weight_of("BIG") == 4.0
+    assert c.replicas.weight_of("server-2") == 2.0
+    assert Config().replicas.weight_of("anyone") == 1.0
+    static = [{**STATIC_TWO[0], "weight": 3}, STATIC_TWO[1]]
+    s = parse_config({"replicas": {"backend": "static", "static": static}})
+    assert [s.replicas.weight_of(h) for h in ("web-1", "web-2")] == [3.0, 1.0]
+    # The by-name map wins over the entry's own weight.
+    s = parse_config({"replicas": {"backend": "static", "static": static, "weights": {"web-1": 5}}})
+    assert s.replicas.weight_of("web-1") == 5.0
+
+
+@pytest.mark.parametrize(
+    ("replicas", "field", "says"),
+    [
+        ({"weight": 0}, "replicas.weight", "greater than or equal to 0.001"),
+        ({"weight": 1001}, "replicas.weight", "less than or equal to 1000"),
+        ({"weight": True}, "replicas.weight", "not a boolean"),
+        ({"weights": {"ab": -1}}, "replicas.weights.ab", "greater than or equal to 0.001"),
+        ({"weights": {"a b": 1}}, "replicas.weights", "a b"),
+        ({"weights": {"AB": 1, "ab": 2}}, "replicas.weights", "twice"),
+        ({"weights": ["ab"]}, "replicas.weights", "valid dictionary"),
+        (
+            {"backend": "static", "static": [{**STATIC_TWO[0], "weight": "x"}]},
+            "replicas.static.0.weight",
+            "valid number",
+        ),
+    ],
+)
+def test_weights_rejected(replicas: dict[str, Any], field: str, says: str) -> None:
+    message = error_of({"replicas": replicas})
+    assert message.startswith(f"config: {field}")
+    assert says in message
+
+
+def test_weights_count_in_the_ring_fit() -> None:
+    # 28 x 9 x 2 = 504 virtual nodes fit in 512; 29 x 18 do not.
+    parse_config(
+        {"hashing": {"function": "assignment"}, "replicas": {"max": 28, "weights": {"ab": 2}}}
+    )
+    message = error_of(
+        {"hashing": {"function": "assignment"}, "replicas": {"max": 29, "weights": {"ab": 2}}}
+    )
+    assert "(29 x 9 x weight 2 = 522)" in message
+    # The table's weights change shares, not the number of entries.
+    parse_config({"replicas": {"max": 32, "weight": 100}})
 
 
 def test_hashing_scheme_uses_overrides() -> None:
@@ -504,6 +597,7 @@ def test_model_dump_round_trips() -> None:
         {},
         {"replicas": {"backend": "static", "static": STATIC_TWO}},
         {"hashing": {"function": "assignment", "probing": "quadratic"}, "replicas": {"max": 50}},
+        {"hashing": {"balance_factor": 1.25}, "replicas": {"weight": 2, "weights": {"ab": 3}}},
     ):
         c = parse_config(data)
         assert parse_config(c.model_dump()) == c

@@ -48,6 +48,7 @@ def test_help_lists_the_options(capsys):
         (["--concurrency", "-1"], "--concurrency must be at least 1"),
         (["--experiments", "7"], "invalid choice: '7'"),
         (["--backend", "static"], "invalid choice: 'static'"),
+        (["-e", "bounded", "--backend", "docker"], "runs on the process backend only"),
     ],
 )
 def test_bad_options_are_refused(capsys, args, says):

@@ -1,4 +1,5 @@
-"""The hash schemes: the assignment's H and Phi, the seed's modulo variant, the xxh3 default."""
+"""The hash schemes: the assignment's H and Phi, the seed's modulo variant, the xxh3 ring and
+the default's table."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import xxhash
 from lbproxy._hashing import (
     ASSIGNMENT_SLOTS,
     ASSIGNMENT_VIRTUAL_NODES,
-    DEFAULT_SLOTS,
-    DEFAULT_VIRTUAL_NODES,
+    DEFAULT_TABLE_SIZE,
     HASH_NAMES,
+    MAX_TABLE_SIZE,
+    RING_SLOTS,
+    RING_VIRTUAL_NODES,
     HashScheme,
     assignment_h,
     assignment_phi,
@@ -140,18 +143,19 @@ def test_non_decimal_key_on_assignment_scheme_is_h_of_hash() -> None:
     assert 0 <= s.key_position("alice") < 512
 
 
-# --- the default scheme -------------------------------------------------------------------------
+# --- the ring scheme (the default before the Maglev table) ------------------------------------
 
 
-def test_default_scheme_defaults() -> None:
-    s = make_scheme("default")
-    assert (s.name, s.slots, s.virtual_nodes) == ("default", 1 << 64, 16384)
-    assert DEFAULT_SLOTS == 1 << 64
-    assert DEFAULT_VIRTUAL_NODES == 16384
+def test_ring_scheme_defaults() -> None:
+    s = make_scheme("ring")
+    assert (s.name, s.slots, s.virtual_nodes) == ("ring", 1 << 64, 16384)
+    assert RING_SLOTS == 1 << 64
+    assert RING_VIRTUAL_NODES == 16384
+    assert s.is_ring
 
 
-def test_default_positions_within_64_bit_space() -> None:
-    s = make_scheme("default")
+def test_ring_positions_within_64_bit_space() -> None:
+    s = make_scheme("ring")
     positions = [s.key_position(str(k)) for k in range(2000)]
     positions += [s.key_position(k) for k in ("", "alice", "/home", "\u00e9t\u00e9", "\ud800")]
     assert all(0 <= p < 1 << 64 for p in positions)
@@ -164,28 +168,62 @@ def test_default_positions_within_64_bit_space() -> None:
     assert len(set(vnodes)) == len(vnodes)
 
 
-def test_default_positions_are_xxh3() -> None:
-    s = make_scheme("default")
+def test_ring_positions_are_xxh3() -> None:
+    s = make_scheme("ring")
     assert s.key_position("132574") == xxhash.xxh3_64_intdigest(b"132574")
     assert s.vnode_position(3, 17) == xxhash.xxh3_64_intdigest(b"3:17")
-    small = make_scheme("default", slots=1000, virtual_nodes=4)
+    small = make_scheme("ring", slots=1000, virtual_nodes=4)
     assert small.key_position("abc") == xxhash.xxh3_64_intdigest(b"abc") % 1000
     assert small.vnode_position(2, 1) == xxhash.xxh3_64_intdigest(b"2:1") % 1000
 
 
-def test_default_positions_are_stable_across_schemes_with_same_params() -> None:
-    a = make_scheme("default")
-    b = make_scheme("default")
-    assert a == b
-    assert hash(a) == hash(b)
-    assert a.key_position("xyz") == b.key_position("xyz")
+def test_positions_are_stable_across_schemes_with_same_params() -> None:
+    for name in HASH_NAMES:
+        a = make_scheme(name)
+        b = make_scheme(name)
+        assert a == b
+        assert hash(a) == hash(b)
+        assert a.key_position("xyz") == b.key_position("xyz")
+
+
+# --- the default: a Maglev table ---------------------------------------------------------------
+
+
+def test_default_scheme_is_a_table_of_16411_entries() -> None:
+    s = make_scheme("default")
+    assert (s.name, s.slots, s.virtual_nodes) == ("default", 16411, 1)
+    assert DEFAULT_TABLE_SIZE == 16411
+    assert not s.is_ring
+    assert make_scheme("default", slots=65537) == HashScheme("default", 65537, 1)
+
+
+def test_default_key_position_is_xxh3_mod_table_size() -> None:
+    s = make_scheme("default")
+    assert s.key_position("132574") == xxhash.xxh3_64_intdigest(b"132574") % 16411
+    assert s.key_position("\ud800") == xxhash.xxh3_64_intdigest(b"\xed\xa0\x80") % 16411
+    positions = {s.key_position(str(k)) for k in range(300_000)}
+    # 300,000 keys reach every entry of the table (about 18 each on average).
+    assert positions == set(range(16411))
+
+
+def test_default_has_no_virtual_nodes() -> None:
+    with pytest.raises(ValueError, match="virtual_nodes applies to the ring schemes"):
+        make_scheme("default", virtual_nodes=100)
+    with pytest.raises(ValueError, match="no virtual nodes"):
+        make_scheme("default").vnode_position(1, 0)
+
+
+@pytest.mark.parametrize("slots", [0, 1, MAX_TABLE_SIZE + 1, 1 << 64])
+def test_default_table_size_is_bounded(slots: int) -> None:
+    with pytest.raises(ValueError, match=r"table size must be 2\.\.1048576"):
+        make_scheme("default", slots=slots)
 
 
 # --- make_scheme --------------------------------------------------------------------------------
 
 
 def test_make_scheme_returns_named_scheme_for_every_name() -> None:
-    assert HASH_NAMES == ("default", "assignment", "modulo")
+    assert HASH_NAMES == ("default", "ring", "assignment", "modulo")
     for name in HASH_NAMES:
         s = make_scheme(name)
         assert isinstance(s, HashScheme)
@@ -205,8 +243,8 @@ def test_assignment_k_is_log2_m_when_only_slots_given(slots: int, k: int) -> Non
 def test_make_scheme_overrides() -> None:
     assert make_scheme("assignment", virtual_nodes=3) == HashScheme("assignment", 512, 3)
     assert make_scheme("assignment", 2048, 5) == HashScheme("assignment", 2048, 5)
-    assert make_scheme("default", slots=4096) == HashScheme("default", 4096, 16384)
-    assert make_scheme("default", virtual_nodes=100) == HashScheme("default", 1 << 64, 100)
+    assert make_scheme("ring", slots=4096) == HashScheme("ring", 4096, 16384)
+    assert make_scheme("ring", virtual_nodes=100) == HashScheme("ring", 1 << 64, 100)
 
 
 @pytest.mark.parametrize("name", ["", "md5", "Default", "ASSIGNMENT", None])
@@ -217,7 +255,7 @@ def test_make_scheme_rejects_unknown_name(name: object) -> None:
 
 @pytest.mark.parametrize(
     ("name", "slots", "k"),
-    [("default", 0, None), ("default", None, 0), ("assignment", 0, None), ("modulo", 512, -1)],
+    [("ring", 0, None), ("ring", None, 0), ("assignment", 0, None), ("modulo", 512, -1)],
 )
 def test_make_scheme_rejects_non_positive_sizes(
     name: str, slots: int | None, k: int | None

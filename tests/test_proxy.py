@@ -26,8 +26,9 @@ import pytest
 from aiohttp import web
 
 from conftest import body_sink, eventually, free_port, upstream_app, url
-from lbproxy import HashRing, make_scheme
+from lbproxy import HashRing, build_ring, make_scheme
 from lbproxy._pool import State
+from lbproxy._routing import Ring
 
 MiB = 1 << 20
 
@@ -517,7 +518,7 @@ async def test_key_modes_route_by_their_key(
 ) -> None:
     replicas = await start_named(upstream, NAMES)
     server = await balancer(merge(static(*replicas), {"hashing": {"key": mode}}))
-    ring = HashRing(server.config.hashing.scheme(), [1, 2, 3], server.config.hashing.probing)
+    ring = build_ring(server.config.hashing.scheme(), [1, 2, 3], server.config.hashing.probing)
     by_slot = slot_names(NAMES)
 
     async def send(i: int, rep: int) -> tuple[str, str]:
@@ -579,7 +580,7 @@ async def test_assignment_hashing_routes_as_the_ring_predicts(
 # -- 4. failures -----------------------------------------------------------------------------
 
 
-def key_routed_first_to(ring: HashRing, slot: int) -> tuple[str, list[int]]:
+def key_routed_first_to(ring: Ring, slot: int) -> tuple[str, list[int]]:
     for i in range(100_000):
         key = f"key-{i}"
         walk = list(ring.walk(key))
@@ -598,7 +599,7 @@ async def test_refused_connection_is_retried_on_the_next_replica_clockwise(
             {"health": {"interval": 30, "unhealthy_threshold": 100}},
         )
     )
-    ring = HashRing(server.config.hashing.scheme(), [1, 2, 3], server.config.hashing.probing)
+    ring = build_ring(server.config.hashing.scheme(), [1, 2, 3], server.config.hashing.probing)
     by_slot = slot_names(NAMES)
     key, walk = key_routed_first_to(ring, 2)
     await ups[1].stop()  # a2: now refuses connections, but the balancer still thinks it is up
@@ -643,7 +644,7 @@ async def test_retries_bound_the_replicas_tried_and_all_refusing_is_502(
     )
     for u in ups:
         await u.stop()
-    ring = HashRing(server.config.hashing.scheme(), [1, 2, 3, 4], server.config.hashing.probing)
+    ring = build_ring(server.config.hashing.scheme(), [1, 2, 3, 4], server.config.hashing.probing)
     by_slot = slot_names(names)
     key, walk = key_routed_first_to(ring, 1)
     async with http.get(url(server, "/home"), headers={"X-Request-Id": key}) as r:

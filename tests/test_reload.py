@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
+from aiohttp import web
 
 from conftest import TEST_CONFIG, deep_merge, eventually, pid_alive, pids_of_children, url
 from lbproxy import Server, parse_config
@@ -296,3 +297,47 @@ async def test_a_file_being_written_is_applied_only_once_whole(
     assert _count(caplog, REJECTED) == 0
     assert _count(caplog, "changed; applying") == 1
     assert (await _rep(http, server)) == {"N": 1, "replicas": ["server-1"]}
+
+
+async def test_reload_changes_weights_and_balance_factor(
+    balancer: Any,
+    upstream: Any,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    static = [
+        {"hostname": name, "address": await upstream({"/{tail:.*}": ok})}
+        for name in ("w1", "w2", "w3")
+    ]
+    server, path, data = await _start(
+        balancer, tmp_path, {"replicas": {"backend": "static", "static": static}}
+    )
+    await eventually(lambda: server.pool.ring.replicas == frozenset({1, 2, 3}), timeout=20)
+    assert server.pool.ring.weights == {1: 1000, 2: 1000, 3: 1000} and server.pool.bound is None
+    caplog.set_level(logging.INFO, logger="lbproxy")
+
+    # A static entry's weight, the by-name map and the factor: all applied without a restart.
+    static[0] = {**static[0], "weight": 2}
+    data = deep_merge(
+        data,
+        {
+            "replicas": {"static": static, "weights": {"w3": 0.5}},
+            "hashing": {"balance_factor": 1.5},
+        },
+    )
+    _write(path, data)
+    await eventually(lambda: server.pool.ring.weights == {1: 2000, 2: 1000, 3: 500}, timeout=10)
+    assert [r.weight for r in server.pool.replicas.values()] == [2.0, 1.0, 0.5]
+    shares = server.pool.ring.shares()
+    assert shares[1] == pytest.approx(2 / 3.5, abs=1e-3)
+    assert server.pool.bound is not None and server.pool.bound.cap(1, 34) == 30  # 1.5 x 35 x 4/7
+    assert _count(caplog, RESTART_ONLY) == 0
+
+    # An address change is not a weight change: it waits for a restart.
+    static[1] = {**static[1], "address": "127.0.0.1:1"}
+    _write(path, deep_merge(data, {"replicas": {"static": static}}))
+    await eventually(lambda: _count(caplog, RESTART_ONLY) == 1, timeout=10)
+    assert server.config.replicas.static[1].address != "127.0.0.1:1"

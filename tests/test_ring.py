@@ -1,4 +1,4 @@
-"""The consistent-hash ring: placement, lookup, balance, movement on membership changes."""
+"""The consistent-hash rings (ring, assignment, modulo): placement, lookup, balance, movement."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from lbproxy._hashing import HashScheme, make_scheme
 from lbproxy._ring import MAX_REPLICA_SLOT, HashRing, RingFullError
 
 ASSIGNMENT = make_scheme("assignment")
-DEFAULT = make_scheme("default")
+RING = make_scheme("ring")
 SEED = 20240601
 
 
@@ -31,8 +31,8 @@ def request_ids(seed: int = SEED, n: int = 10_000) -> tuple[str, ...]:
 
 
 @cache
-def default_ring(*replicas: int) -> HashRing:
-    return HashRing(DEFAULT, replicas)
+def xxh3_ring(*replicas: int) -> HashRing:
+    return HashRing(RING, replicas)
 
 
 def owners(ring: HashRing, keys: tuple[str, ...] | list[str]) -> list[int | None]:
@@ -171,9 +171,9 @@ def test_walk_goes_clockwise(key: str, order: list[int]) -> None:
     [
         HashRing(ASSIGNMENT, [1, 2, 3]),
         HashRing(ASSIGNMENT, range(10, 40), probing="quadratic"),
-        HashRing(make_scheme("default", virtual_nodes=64), range(1, 9)),
+        HashRing(make_scheme("ring", virtual_nodes=64), range(1, 9)),
     ],
-    ids=["assignment", "assignment-quadratic", "default"],
+    ids=["assignment", "assignment-quadratic", "ring"],
 )
 def test_walk_yields_every_replica_once_starting_at_lookup(ring: HashRing) -> None:
     for key in [*request_ids()[:300], "alice", "", "/home"]:
@@ -184,7 +184,7 @@ def test_walk_yields_every_replica_once_starting_at_lookup(ring: HashRing) -> No
 
 
 def test_empty_ring() -> None:
-    for scheme in (ASSIGNMENT, DEFAULT):
+    for scheme in (ASSIGNMENT, RING):
         ring = HashRing(scheme, [])
         assert ring.lookup("123456") is None
         assert ring.owner_at(0) is None
@@ -195,12 +195,12 @@ def test_empty_ring() -> None:
         assert ring.shares() == {}
 
 
-# --- balance of the default scheme --------------------------------------------------------------
+# --- balance of the ring scheme -----------------------------------------------------------------
 
 
 @pytest.mark.parametrize("n", [3, 4, 5, 6])
-def test_default_balances_random_ids(n: int) -> None:
-    counts = Counter(owners(default_ring(*range(1, n + 1)), request_ids()))
+def test_ring_balances_random_ids(n: int) -> None:
+    counts = Counter(owners(xxh3_ring(*range(1, n + 1)), request_ids()))
     assert set(counts) == set(range(1, n + 1))
     mean = 10_000 / n
     # Measured with SEED: max/mean = 1.009, 1.011, 1.011, 1.018 for N = 3..6.
@@ -209,8 +209,8 @@ def test_default_balances_random_ids(n: int) -> None:
 
 
 @pytest.mark.parametrize("n", range(2, 11))
-def test_default_ring_shares_within_2_percent(n: int) -> None:
-    shares = default_ring(*range(1, n + 1)).shares()
+def test_ring_ring_shares_within_2_percent(n: int) -> None:
+    shares = xxh3_ring(*range(1, n + 1)).shares()
     assert set(shares) == set(range(1, n + 1))
     assert sum(shares.values()) == pytest.approx(1.0)
     # Measured: worst relative deviation 1.3% (N = 3 and 8).
@@ -230,8 +230,8 @@ def test_shares_are_arc_lengths() -> None:
     assert shares == {1: pytest.approx(504 / 512), 2: pytest.approx(3 / 512), 3: 5 / 512}
 
 
-def test_default_vnodes_are_xxh3_positions() -> None:
-    scheme = make_scheme("default", virtual_nodes=64)
+def test_ring_vnodes_are_xxh3_positions() -> None:
+    scheme = make_scheme("ring", virtual_nodes=64)
     ring = HashRing(scheme, [4, 9])
     expected = sorted(
         (xxhash.xxh3_64_intdigest(b"%d:%d" % (r, j)), r) for r in (4, 9) for j in range(64)
@@ -245,8 +245,8 @@ def test_default_vnodes_are_xxh3_positions() -> None:
 @pytest.mark.parametrize("n", [3, 4, 5, 6])
 def test_adding_a_replica_moves_only_keys_to_it(n: int) -> None:
     keys = request_ids()
-    before = owners(default_ring(*range(1, n + 1)), keys)
-    after = owners(default_ring(*range(1, n + 2)), keys)
+    before = owners(xxh3_ring(*range(1, n + 1)), keys)
+    after = owners(xxh3_ring(*range(1, n + 2)), keys)
     moved = [i for i, (a, b) in enumerate(zip(before, after, strict=True)) if a != b]
     to_new = [i for i, b in enumerate(after) if b == n + 1]
     assert moved == to_new
@@ -261,8 +261,8 @@ def test_removing_a_replica_moves_only_its_keys(n: int, removed: str) -> None:
     gone = {"first": 1, "middle": 2, "last": n}[removed]
     keys = request_ids()
     full = list(range(1, n + 1))
-    before = owners(default_ring(*full), keys)
-    after = owners(default_ring(*[r for r in full if r != gone]), keys)
+    before = owners(xxh3_ring(*full), keys)
+    after = owners(xxh3_ring(*[r for r in full if r != gone]), keys)
     assert gone in before
     for a, b in zip(before, after, strict=True):
         if a == gone:
@@ -273,7 +273,7 @@ def test_removing_a_replica_moves_only_its_keys(n: int, removed: str) -> None:
 
 def test_ring_rebuilt_with_same_slots_maps_keys_the_same() -> None:
     keys = request_ids()
-    for scheme, probing in ((DEFAULT, "linear"), (ASSIGNMENT, "linear"), (ASSIGNMENT, "quadratic")):
+    for scheme, probing in ((RING, "linear"), (ASSIGNMENT, "linear"), (ASSIGNMENT, "quadratic")):
         original = HashRing(scheme, [1, 2, 3, 4], probing)  # type: ignore[arg-type]
         shrunk = HashRing(scheme, original.replicas - {2}, probing)  # type: ignore[arg-type]
         regrown = HashRing(scheme, shrunk.replicas | {2}, probing)  # type: ignore[arg-type]
@@ -302,7 +302,7 @@ def test_probing_places_every_vnode_on_a_distinct_slot(
 
 def test_large_ring_collisions_fall_back_to_probing() -> None:
     # 2^21 slots is above the probing-by-default size; 8000 nodes there collide (birthday).
-    scheme = make_scheme("default", slots=1 << 21, virtual_nodes=2000)
+    scheme = make_scheme("ring", slots=1 << 21, virtual_nodes=2000)
     wanted = [scheme.vnode_position(r, j) for r in range(4) for j in range(2000)]
     assert len(set(wanted)) < len(wanted)
     ring = HashRing(scheme, range(4))
@@ -328,7 +328,7 @@ def test_replica_slot_out_of_range(slot: int) -> None:
 
 
 def test_replica_slot_bounds_are_accepted() -> None:
-    ring = HashRing(make_scheme("default", virtual_nodes=8), [0, MAX_REPLICA_SLOT])
+    ring = HashRing(make_scheme("ring", virtual_nodes=8), [0, MAX_REPLICA_SLOT])
     assert ring.replicas == {0, MAX_REPLICA_SLOT}
     assert {r for _, r in ring.vnodes()} == {0, MAX_REPLICA_SLOT}
 
@@ -338,7 +338,7 @@ def test_replica_slot_bounds_are_accepted() -> None:
 
 @pytest.mark.parametrize("probing", ["linear", "quadratic"])
 @pytest.mark.parametrize(
-    "scheme", [ASSIGNMENT, make_scheme("default", virtual_nodes=256)], ids=["assignment", "default"]
+    "scheme", [ASSIGNMENT, make_scheme("ring", virtual_nodes=256)], ids=["assignment", "ring"]
 )
 def test_construction_is_order_independent(scheme: HashScheme, probing: str) -> None:
     a = HashRing(scheme, [3, 1, 2], probing)  # type: ignore[arg-type]
@@ -370,8 +370,8 @@ def test_many_replicas_assignment_order_independent() -> None:
 @pytest.mark.parametrize(
     ("scheme", "members"),
     [
-        (DEFAULT, [1, 2, 3]),
-        (make_scheme("default", slots=1000, virtual_nodes=50), [1, 5]),
+        (RING, [1, 2, 3]),
+        (make_scheme("ring", slots=1000, virtual_nodes=50), [1, 5]),
         (ASSIGNMENT, [1, 2, 3]),
         (make_scheme("modulo", slots=7, virtual_nodes=2), [4]),
     ],

@@ -14,7 +14,9 @@ from ._errors import (
     UpstreamTimeoutError,
 )
 from ._hashing import HashScheme, make_scheme
+from ._maglev import MaglevTable
 from ._ring import HashRing
+from ._routing import LoadBound, build_ring
 from ._server import Server
 
 __version__ = "0.1.0"
@@ -27,6 +29,8 @@ __all__ = [
     "HashRing",
     "HashScheme",
     "LbproxyError",
+    "LoadBound",
+    "MaglevTable",
     "NameInUseError",
     "RequestError",
     "Server",
@@ -35,6 +39,7 @@ __all__ = [
     "UpstreamProtocolError",
     "UpstreamTimeoutError",
     "__version__",
+    "build_ring",
     "load_config",
     "make_scheme",
     "parse_config",

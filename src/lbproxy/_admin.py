@@ -40,6 +40,10 @@ def replica_status(replica: Replica) -> dict[str, object]:
         "in_flight": replica.in_flight,
         "requests": replica.requests,
         "restarts": replica.restarts,
+        # Its share of the keys and of the bounded-load cap (hashing.balance_factor).
+        "weight": replica.weight,
+        # Out of routing for a while after failing requests in a row (proxy.outlier_*).
+        "ejected": replica.ejected,
     }
 
 

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -22,8 +23,9 @@ from pydantic import (
 )
 
 from ._errors import ConfigError
-from ._hashing import HashName, HashScheme, make_scheme
+from ._hashing import HashName, HashScheme, make_scheme, weight_units
 from ._names import name_problem
+from ._ring import vnode_count
 
 DEFAULT_PORT = 5000
 DEFAULT_REPLICAS = 3
@@ -36,6 +38,19 @@ TOKEN_ENV = "LBPROXY_ADMIN_TOKEN"
 MIN_TOKEN_LENGTH = 16
 
 Seconds = Annotated[float, Field(gt=0, le=86_400)]
+
+
+def _not_bool(v: Any) -> Any:
+    # YAML reads yes/no/on/off as booleans; a number is meant, so say so instead of
+    # taking true for 1.
+    if isinstance(v, bool):
+        raise ValueError("must be a number, not a boolean")
+    return v
+
+
+#: A replica's weight: its share of the keys and of the bounded-load cap relative to the
+#: others'. Kept to thousandths (``weight_units``).
+Weight = Annotated[float, BeforeValidator(_not_bool), Field(ge=0.001, le=1000)]
 _KEY_RE = re.compile(r"request_id|client_ip|path|(header|cookie|query):[!-~]+")
 
 
@@ -105,6 +120,7 @@ class DockerBackendConfig(_Model):
 class StaticReplica(_Model):
     hostname: str
     address: str
+    weight: Weight = 1.0
 
     @field_validator("hostname")
     @classmethod
@@ -137,6 +153,22 @@ class ReplicasConfig(_Model):
     process: ProcessBackendConfig = ProcessBackendConfig()
     docker: DockerBackendConfig = DockerBackendConfig()
     static: list[StaticReplica] = []
+    #: Weight of every replica not named in ``weights`` (nor given one in ``static``).
+    weight: Weight = 1.0
+    #: Weights by hostname (case-insensitive), for replicas of any backend. A weight belongs
+    #: to the slot its replica was added in: a replacement under a new name keeps it.
+    weights: dict[str, Weight] = {}
+
+    @field_validator("weights")
+    @classmethod
+    def _weight_names(cls, v: dict[str, float]) -> dict[str, float]:
+        for name in v:
+            problem = name_problem(name)
+            if problem:
+                raise ValueError(problem)
+        if len({n.lower() for n in v}) != len(v):
+            raise ValueError("names a hostname twice (hostnames compare case-insensitively)")
+        return v
 
     @model_validator(mode="before")
     @classmethod
@@ -172,17 +204,52 @@ class ReplicasConfig(_Model):
     def desired_count(self) -> int:
         return len(self.static) if self.backend == "static" else self.count
 
+    def weight_of(self, hostname: str) -> float:
+        """The weight of the replica added as ``hostname``: ``weights`` names it, else its
+        ``static`` entry, else ``weight``."""
+        low = hostname.lower()
+        for name, w in self.weights.items():
+            if name.lower() == low:
+                return w
+        if self.backend == "static":
+            for s in self.static:
+                if s.hostname.lower() == low:
+                    return s.weight
+        return self.weight
+
+    @property
+    def max_weight(self) -> float:
+        static = [s.weight for s in self.static] if self.backend == "static" else []
+        return max([self.weight, *self.weights.values(), *static])
+
 
 class HashingConfig(_Model):
+    #: default (a Maglev table), ring (xxh3 ring with virtual nodes), assignment, modulo.
     function: HashName = "default"
-    #: Ring size M; None: 512 for assignment/modulo, 2^64 for default.
+    #: Table size for default (None: 16411); ring size M for the others (None: 2^64 for
+    #: ring, 512 for assignment and modulo).
     slots: int | None = Field(None, ge=1, le=1 << 64)
-    #: Virtual nodes per replica K; None: log2(M) for assignment/modulo, 16384 for default.
+    #: Virtual nodes per replica K of the ring schemes; None: 16384 for ring, log2(M) for
+    #: assignment and modulo. The default's table has none.
     virtual_nodes: int | None = Field(None, ge=1, le=1 << 20)
     probing: Literal["linear", "quadratic"] = "linear"
     #: What routes a request: request_id (X-Request-Id, a random 6-digit id when absent),
     #: client_ip, path, header:<Name>, cookie:<name> or query:<name>.
     key: str = "request_id"
+    #: Consistent hashing with bounded loads: a replica with ceil(factor x (in flight + 1) x
+    #: its share) requests in flight is passed over for the next in the key's order. None: off.
+    balance_factor: Annotated[float, BeforeValidator(_not_bool), Field(ge=1.0, le=100.0)] | None = (
+        None
+    )
+
+    @model_validator(mode="after")
+    def _valid_scheme(self) -> HashingConfig:
+        try:
+            self.scheme()
+        except ValueError as e:
+            field = "virtual_nodes" if "virtual_nodes" in str(e) else "slots"
+            raise ValueError(f"{field}: {e}") from None
+        return self
 
     @field_validator("key")
     @classmethod
@@ -298,20 +365,35 @@ class Config(_Model):
     @model_validator(mode="after")
     def _ring_fits(self) -> Config:
         scheme = self.hashing.scheme()
-        need = self.replicas.max * scheme.virtual_nodes
+        cap = self.replicas.max
+        if not scheme.is_ring:
+            if cap > scheme.slots:
+                raise ValueError(
+                    f"hashing.slots ({scheme.slots}) must have an entry for each of "
+                    f"replicas.max ({cap}) replicas"
+                )
+            return self
+        heaviest = self.replicas.max_weight
+        per_replica = vnode_count(scheme, weight_units(heaviest))
+        need = cap * per_replica
         if need > scheme.slots:
+            k = scheme.virtual_nodes
+            nodes = f"{k}" if per_replica == k else f"{k} x weight {heaviest:g}"
             raise ValueError(
                 f"hashing.slots ({scheme.slots}) must hold replicas.max x virtual_nodes "
-                f"({self.replicas.max} x {scheme.virtual_nodes} = {need})"
+                f"({cap} x {nodes} = {need})"
             )
         return self
 
 
-#: Fields that a reload can change on a running balancer; others need a restart.
+#: Fields that a reload can change on a running balancer; others need a restart. The
+#: weights of ``replicas.static`` entries reload too (``same_but_weights``).
 RELOADABLE = (
     "replicas.count",
     "replicas.max",
     "replicas.drain_timeout",
+    "replicas.weight",
+    "replicas.weights",
     "hashing",
     "health",
     "proxy.retries",
@@ -321,6 +403,11 @@ RELOADABLE = (
     "admin.on_main_port",
     "log_level",
 )
+
+
+def same_but_weights(old: list[StaticReplica], new: list[StaticReplica]) -> bool:
+    """True when two static lists differ at most in their weights (which a reload applies)."""
+    return [(s.hostname, s.address) for s in old] == [(s.hostname, s.address) for s in new]
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:

@@ -11,8 +11,21 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from ._hashing import HashScheme
-from ._ring import HashRing, Probing
+from ._ring import Probing, members_of
+from ._routing import LoadBound, Ring, build_ring
 from .backends import ReplicaHandle
+
+WeightOf = Callable[[str], float]
+
+
+class Load:
+    """Requests in flight over all of a pool's replicas: what bounded loads compare each
+    replica's own count with (kept as one counter so that costs nothing per request)."""
+
+    __slots__ = ("total",)
+
+    def __init__(self) -> None:
+        self.total = 0
 
 
 class State(enum.Enum):
@@ -49,6 +62,10 @@ class Replica:
     #: Out of routing for a while after ``proxy.outlier_failures`` failures in a row, though
     #: still up (still in the ring: its keys go to the next replica meanwhile).
     ejected: bool = False
+    #: Its share of the keys and of the bounded-load cap, relative to the others' weights.
+    weight: float = 1.0
+    #: The pool's total of requests in flight, which ``begin`` and ``end`` keep too.
+    load: Load = field(default_factory=Load, repr=False)
     #: Made by the first ``drained`` call; set whenever ``in_flight`` returns to 0.
     _idle: asyncio.Event | None = field(default=None, repr=False)
 
@@ -60,9 +77,11 @@ class Replica:
         """A request is sent to this replica (the data path calls ``end`` when it is over)."""
         self.in_flight += 1
         self.requests += 1
+        self.load.total += 1
 
     def end(self) -> None:
         self.in_flight -= 1
+        self.load.total -= 1
         if not self.in_flight and self._idle is not None:
             self._idle.set()
 
@@ -83,11 +102,26 @@ class Replica:
 class Pool:
     """The managed replicas, in the order they were added (the order /rep lists)."""
 
-    def __init__(self, scheme: HashScheme, probing: Probing = "linear") -> None:
+    def __init__(
+        self,
+        scheme: HashScheme,
+        probing: Probing = "linear",
+        balance_factor: float | None = None,
+        weight_of: WeightOf | None = None,
+    ) -> None:
         self.replicas: dict[int, Replica] = {}
         self.scheme = scheme
         self.probing: Probing = probing
-        self.ring = HashRing(scheme, (), probing)
+        self.balance_factor = balance_factor
+        self._weight_of: WeightOf = weight_of or (lambda _: 1.0)
+        #: The hostname each slot was added under: its weight follows it, so a replacement
+        #: started in the slot under a new name keeps the slot's weight (and keys).
+        self._added_as: dict[int, str] = {}
+        self.load = Load()
+        self.ring: Ring = build_ring(scheme, (), probing)
+        #: The caps of ``ring``'s members, None when bounded loads are off; always replaced
+        #: together with ``ring``.
+        self.bound: LoadBound | None = None
         self._ring_lock = asyncio.Lock()
         #: Called with each replica that leaves the ring because it failed (state DOWN, not
         #: one draining): the data path gives up what is in flight there and can be replayed.
@@ -119,14 +153,18 @@ class Pool:
         return out
 
     def add(self, slot: int, hostname: str) -> Replica:
-        replica = Replica(slot=slot, hostname=hostname)
+        replica = Replica(
+            slot=slot, hostname=hostname, weight=self._weight_of(hostname), load=self.load
+        )
         self.replicas[slot] = replica
+        self._added_as[slot] = hostname
         return replica
 
     def remove(self, slot: int) -> Replica:
         """Take the slot's replica out: no longer listed, and no request is routed to it from
         now on (``route`` only yields members); the requests it has may finish (DRAINING)."""
         replica = self.replicas.pop(slot)
+        self._added_as.pop(slot, None)
         replica.state = State.DRAINING
         replica.up.clear()
         replica.removed.set()
@@ -140,32 +178,65 @@ class Pool:
 
     # -- routing ---------------------------------------------------------------------------
 
+    def pick(self, key: str) -> Replica | None:
+        """The replica ``key`` goes to now: the first of ``route(key)``, found without
+        allocating anything while its own replica has room. None: its own replica is not up
+        (the ring lags behind), so ``route`` must walk on."""
+        slot = self.ring.lookup(key)
+        replica = self.replicas.get(slot)  # type: ignore[arg-type]
+        if replica is None or replica.state is not State.UP or replica.ejected:
+            return None
+        bound = self.bound
+        if bound is None:
+            return replica
+        num, den = bound.caps[replica.slot]
+        if replica.in_flight * den < num * (self.load.total + 1):
+            return replica
+        return next(self.route(key), None)
+
     def route(self, key: str) -> Iterator[Replica]:
-        """Up replicas for ``key``: its own first, then the next distinct ones clockwise
-        (an ejected one is passed over)."""
+        """Up replicas for ``key``: its own first, then the next distinct ones in its order
+        (clockwise on a ring); an ejected one is passed over. With bounded loads, those
+        without room come after the others, in the same order; loads are read as each comes
+        up, so a retry sees its moment's."""
         replicas = self.replicas
+        bound = self.bound
+        passed: list[Replica] = []
         for slot in self.ring.walk(key):
             r = replicas.get(slot)
-            if r is not None and r.state is State.UP and not r.ejected:
+            if r is None or r.state is not State.UP or r.ejected:
+                continue
+            if bound is None or bound.has_room(slot, r.in_flight, self.load.total):
                 yield r
+            else:
+                passed.append(r)
+        # None had room (only possible while the ring lags behind who is up): the key's order.
+        yield from passed
 
     def up_slots(self) -> frozenset[int]:
         return frozenset(s for s, r in self.replicas.items() if r.state is State.UP)
 
-    async def refresh_ring(self) -> None:
-        """Rebuild the ring for the current up replicas and scheme, if either changed.
+    def weights(self) -> dict[int, float]:
+        """The replicas that are up, slot -> weight: what the ring is built of."""
+        return {s: r.weight for s, r in self.replicas.items() if r.state is State.UP}
 
-        The large default ring takes tens of milliseconds to build, so it is built in a
+    async def refresh_ring(self) -> None:
+        """Rebuild the ring for the current up replicas, weights and scheme, if any changed.
+
+        Building takes up to tens of milliseconds (more for large rings), so it is done in a
         thread; requests go on being routed by the previous ring meanwhile (and never to a
         replica that is not up, which ``route`` checks).
         """
         async with self._ring_lock:
-            scheme, probing, members = self.scheme, self.probing, self.up_slots()
+            scheme, probing, weights = self.scheme, self.probing, self.weights()
             ring = self.ring
-            if (ring.scheme, ring.probing, ring.replicas) == (scheme, probing, members):
-                return
-            self._members_changed(ring.replicas, members)
-            self.ring = await asyncio.to_thread(HashRing, scheme, members, probing)
+            if (ring.scheme, ring.probing, ring.weights) != (scheme, probing, members_of(weights)):
+                self._members_changed(frozenset(ring.weights), frozenset(weights))
+                ring = await asyncio.to_thread(build_ring, scheme, weights, probing)
+            factor = self.balance_factor
+            bound = None if factor is None else LoadBound(factor, weights)
+            # Together, with no await between: the caps always belong to the ring in use.
+            self.ring, self.bound = ring, bound
 
     def _members_changed(self, old: frozenset[int], new: frozenset[int]) -> None:
         # Before the new ring is built (tens of milliseconds): requests in flight on a
@@ -181,6 +252,16 @@ class Pool:
                 r.failures = 0
                 r.ejected = False
 
-    async def set_scheme(self, scheme: HashScheme, probing: Probing) -> None:
-        self.scheme, self.probing = scheme, probing
+    async def configure(
+        self,
+        scheme: HashScheme,
+        probing: Probing,
+        balance_factor: float | None,
+        weight_of: WeightOf,
+    ) -> None:
+        """Apply (re)loaded routing settings: the scheme, bounded loads and weights."""
+        self.scheme, self.probing, self.balance_factor = scheme, probing, balance_factor
+        self._weight_of = weight_of
+        for slot, replica in self.replicas.items():
+            replica.weight = weight_of(self._added_as.get(slot, replica.hostname))
         await self.refresh_ring()

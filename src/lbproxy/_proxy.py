@@ -114,10 +114,9 @@ class Proxy:
         if request.has_body or request.method not in IDEMPOTENT or request.host is None:
             return False
         key, headers = self._prepare(request)
-        pool = self._pool
-        replica = pool.replicas.get(pool.ring.lookup(key))  # type: ignore[arg-type]
-        if replica is None or replica.state is not State.UP or replica.ejected:
-            return False  # the general path walks on to the next replica
+        replica = self._pool.pick(key)  # with bounded loads, one that has room
+        if replica is None:
+            return False  # its own replica is not up (or ejected): the general path walks on
         address = replica.address
         if address is None:
             return False

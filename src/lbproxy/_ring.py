@@ -1,7 +1,9 @@
 """The consistent-hash ring: pure data, rebuilt (never mutated) when membership changes.
 
 A replica's virtual nodes belong to its *slot* number (the ``i`` of Phi), never to its
-hostname, so a replacement started in the same slot gets back exactly the same keys.
+hostname, so a replacement started in the same slot gets back exactly the same keys. A
+replica of weight w places round(w x K) virtual nodes (at least one): the first K are those
+it has at weight 1, so changing one replica's weight moves keys to or from it only.
 """
 
 from __future__ import annotations
@@ -9,11 +11,11 @@ from __future__ import annotations
 import itertools
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from functools import lru_cache
 from typing import Literal
 
-from ._hashing import HashScheme
+from ._hashing import WEIGHT_UNIT, HashScheme, weight_units
 
 Probing = Literal["linear", "quadratic"]
 
@@ -24,37 +26,100 @@ _OWNER_BITS = 16
 MAX_REPLICA_SLOT = (1 << _OWNER_BITS) - 1
 
 
+def members_of(replicas: Iterable[int] | Mapping[int, float]) -> dict[int, int]:
+    """Slot -> weight in thousandths (``weight_units``), in slot order, slots checked.
+
+    A plain iterable of slots gives every one weight 1.
+    """
+    if isinstance(replicas, Mapping):
+        members = {s: weight_units(w) for s, w in replicas.items()}
+    else:
+        members = dict.fromkeys(replicas, WEIGHT_UNIT)
+    for r in members:
+        if not 0 <= r <= MAX_REPLICA_SLOT:
+            raise ValueError(f"replica slot {r} is outside 0..{MAX_REPLICA_SLOT}")
+    return dict(sorted(members.items()))
+
+
+def vnode_count(scheme: HashScheme, units: int) -> int:
+    """Virtual nodes of a replica of ``units`` thousandths of weight: round(w x K), >= 1."""
+    return max(1, (scheme.virtual_nodes * units + WEIGHT_UNIT // 2) // WEIGHT_UNIT)
+
+
 @lru_cache(maxsize=512)
-def _packed_positions(scheme: HashScheme, replica: int) -> tuple[int, ...]:
-    # Cached because the default scheme hashes thousands of virtual nodes per replica and
+def _packed_positions(scheme: HashScheme, replica: int, count: int) -> tuple[int, ...]:
+    # Cached because the ring scheme hashes thousands of virtual nodes per replica and
     # membership changes rebuild the ring from every member's positions.
-    return tuple(
-        (scheme.vnode_position(replica, j) << _OWNER_BITS) | replica
-        for j in range(scheme.virtual_nodes)
-    )
+    return tuple((scheme.vnode_position(replica, j) << _OWNER_BITS) | replica for j in range(count))
 
 
 class RingFullError(ValueError):
     """More virtual nodes than ring slots."""
 
 
-class HashRing:
-    """Replica slots placed on a ring of ``scheme.slots`` positions by ``scheme``."""
+class Membership:
+    """What every routing structure keeps of what it was built from (the pool compares it
+    with the replicas that are up to know whether to rebuild), and its owners array."""
 
-    __slots__ = ("_first_in", "_owners", "_positions", "_shift", "probing", "replicas", "scheme")
+    __slots__ = ("_owners", "probing", "replicas", "scheme", "weights")
 
     def __init__(
-        self, scheme: HashScheme, replicas: Iterable[int], probing: Probing = "linear"
+        self,
+        scheme: HashScheme,
+        replicas: Iterable[int] | Mapping[int, float],
+        probing: Probing = "linear",
     ) -> None:
         self.scheme = scheme
         self.probing: Probing = probing
-        self.replicas: frozenset[int] = frozenset(replicas)
-        for r in self.replicas:
-            if not 0 <= r <= MAX_REPLICA_SLOT:
-                raise ValueError(f"replica slot {r} is outside 0..{MAX_REPLICA_SLOT}")
-        if len(self.replicas) * scheme.virtual_nodes > scheme.slots:
+        members = members_of(replicas)
+        self.replicas: frozenset[int] = frozenset(members)
+        #: Each slot's weight in thousandths, in slot order.
+        self.weights: dict[int, int] = members
+        #: The owning slot of each virtual node (or table entry), in position order.
+        self._owners = array("H")
+
+    def __len__(self) -> int:
+        return len(self._owners)
+
+    def __bool__(self) -> bool:
+        return bool(self._owners)
+
+    def _distinct(self, owners: Iterable[int]) -> Iterator[int]:
+        """Each replica once, in the order ``owners`` meets them; then, in slot order, any
+        that own nothing (a slot of tiny weight on a small table)."""
+        remaining = len(self.replicas)
+        seen: set[int] = set()
+        for owner in owners:
+            if owner not in seen:
+                seen.add(owner)
+                yield owner
+                remaining -= 1
+                if not remaining:
+                    return
+        yield from sorted(self.replicas - seen)
+
+
+class HashRing(Membership):
+    """Replica slots placed on a ring of ``scheme.slots`` positions by ``scheme``."""
+
+    __slots__ = ("_counts", "_first_in", "_positions", "_shift")
+
+    def __init__(
+        self,
+        scheme: HashScheme,
+        replicas: Iterable[int] | Mapping[int, float],
+        probing: Probing = "linear",
+    ) -> None:
+        super().__init__(scheme, replicas, probing)
+        members = self.weights
+        #: Virtual nodes per slot, in slot order.
+        self._counts = {r: vnode_count(scheme, u) for r, u in members.items()}
+        total = sum(self._counts.values())
+        if total > scheme.slots:
+            k = scheme.virtual_nodes
+            weighted = "" if total == len(members) * k else " (weighted)"
             raise RingFullError(
-                f"{len(self.replicas)} replicas x {scheme.virtual_nodes} virtual nodes "
+                f"{len(self.replicas)} replicas x {k} virtual nodes{weighted} "
                 f"do not fit in {scheme.slots} slots"
             )
         packed = self._place()
@@ -84,8 +149,8 @@ class HashRing:
     def _place(self) -> list[int]:
         if self.scheme.slots > _SMALL_RING:
             packed: list[int] = []
-            for r in sorted(self.replicas):
-                packed.extend(_packed_positions(self.scheme, r))
+            for r, count in self._counts.items():
+                packed.extend(_packed_positions(self.scheme, r, count))
             packed.sort()
             if all((a >> _OWNER_BITS) != (b >> _OWNER_BITS) for a, b in itertools.pairwise(packed)):
                 return packed
@@ -96,8 +161,8 @@ class HashRing:
         # of members, so rebuilding after a replacement gives the identical ring.
         m = self.scheme.slots
         taken: dict[int, int] = {}
-        for r in sorted(self.replicas):
-            for packed in _packed_positions(self.scheme, r):
+        for r, count in self._counts.items():
+            for packed in _packed_positions(self.scheme, r, count):
                 p = start = packed >> _OWNER_BITS
                 step = 0
                 while p in taken:
@@ -109,12 +174,6 @@ class HashRing:
                         p = (p + 1) % m
                 taken[p] = r
         return sorted((p << _OWNER_BITS) | r for p, r in taken.items())
-
-    def __len__(self) -> int:
-        return len(self._positions)
-
-    def __bool__(self) -> bool:
-        return bool(self._positions)
 
     def owner_at(self, position: int) -> int | None:
         """The replica of the first virtual node clockwise from ``position`` (inclusive)."""
@@ -137,21 +196,12 @@ class HashRing:
 
         The first is ``lookup(key)``; the rest are where retries go.
         """
-        n = len(self._positions)
+        owners = self._owners
+        n = len(owners)
         if not n:
             return
-        remaining = len(self.replicas)
-        seen: set[int] = set()
         i = self._index_of(self.scheme.key_position(key))
-        owners = self._owners
-        for step in range(n):
-            owner = owners[(i + step) % n]
-            if owner not in seen:
-                seen.add(owner)
-                yield owner
-                remaining -= 1
-                if not remaining:
-                    return
+        yield from self._distinct(owners[(i + step) % n] for step in range(n))
 
     def vnodes(self) -> list[tuple[int, int]]:
         """(position, replica) of every virtual node, clockwise."""

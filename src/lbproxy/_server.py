@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ._admin import AdminApi
-from ._config import RELOADABLE, Config, with_overrides
+from ._config import RELOADABLE, Config, same_but_weights, with_overrides
 from ._control import Controller
 from ._errors import ConfigError, LbproxyError
 from ._front import Front, Request
@@ -38,6 +38,8 @@ def _restart_only_changes(old: Config, new: Config) -> list[str]:
     def walk(a: object, b: object, prefix: str) -> None:
         if prefix and any(prefix == r or prefix.startswith(r + ".") for r in RELOADABLE):
             return
+        if prefix == "replicas.static" and same_but_weights(a, b):  # type: ignore[arg-type]
+            return
         if hasattr(type(a), "model_fields") and type(a) is type(b):
             for name in type(a).model_fields:
                 walk(getattr(a, name), getattr(b, name), f"{prefix}.{name}" if prefix else name)
@@ -58,7 +60,15 @@ def _merge_reloadable(old: Config, new: Config) -> Config:
         for p in parents:
             src, dst = src[p], dst[p]
         dst[leaf] = src[leaf]
+    if same_but_weights(old.replicas.static, new.replicas.static):
+        data["replicas"]["static"] = fresh["replicas"]["static"]
     return Config.model_validate(data)
+
+
+def _weights(config: Config) -> tuple[object, ...]:
+    """Every weight setting: (replicas.weight, replicas.weights, the static entries')."""
+    r = config.replicas
+    return r.weight, r.weights, [s.weight for s in r.static]
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -92,7 +102,12 @@ class Server:
         #: not lost.
         self._config_fingerprint: bytes | None = None
         self.tasks = TaskSet()
-        self.pool = Pool(config.hashing.scheme(), config.hashing.probing)
+        self.pool = Pool(
+            config.hashing.scheme(),
+            config.hashing.probing,
+            config.hashing.balance_factor,
+            config.replicas.weight_of,
+        )
         #: ``backend``: one built elsewhere (tests inject faults into a real one this way).
         self.backend: Backend = backend if backend is not None else make_backend(config)
         self.supervisor = Supervisor(self.pool, self.backend, self.tasks, lambda: self.config)
@@ -294,8 +309,16 @@ class Server:
         logging.getLogger("lbproxy").setLevel(effective.log_level.upper())
         if effective.hashing != old.hashing:
             self._key_function = make_key_function(effective.hashing.key)
-            await self.pool.set_scheme(effective.hashing.scheme(), effective.hashing.probing)
             log.info("hashing is now %s", effective.hashing.model_dump())
+        if _weights(effective) != _weights(old):
+            log.info("replica weights are now %s", _weights(effective))
+        if effective.hashing != old.hashing or _weights(effective) != _weights(old):
+            await self.pool.configure(
+                effective.hashing.scheme(),
+                effective.hashing.probing,
+                effective.hashing.balance_factor,
+                effective.replicas.weight_of,
+            )
         if effective.replicas.count != old.replicas.count and self.backend.manages_lifecycle:
             log.info("replica count %d -> %d", old.replicas.count, effective.replicas.count)
             await self.control.scale_to(effective.replicas.count)

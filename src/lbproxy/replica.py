@@ -74,7 +74,12 @@ def _die_with_parent() -> None:
 
 
 async def serve(server_id: str, host: str, port: int, fd: int | None) -> None:
-    runner = web.AppRunner(make_app(server_id), access_log=None, handle_signals=False)
+    await serve_app(make_app(server_id), host, port, fd)
+
+
+async def serve_app(app: web.Application, host: str, port: int, fd: int | None) -> None:
+    """Serve ``app`` (on the inherited socket ``fd`` if given) until SIGINT or SIGTERM."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     if fd is not None:
         site: web.BaseSite = web.SockSite(runner, socket.socket(fileno=fd))
