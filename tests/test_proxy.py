@@ -1172,7 +1172,7 @@ def breaks_off(kind: str) -> Callable[..., bytes | None]:
 
 
 async def routed_to(server: Any, slot: int) -> str:
-    ring = HashRing(server.config.hashing.scheme(), sorted(server.pool.replicas), "linear")
+    ring = build_ring(server.config.hashing.scheme(), sorted(server.pool.replicas), "linear")
     return key_routed_first_to(ring, slot)[0]
 
 
@@ -1335,7 +1335,7 @@ async def test_keyless_requests_spread_by_the_ring_shares_whatever_path_serves_t
     kept = await raw_replica()
     fresh = await raw_replica(closing)
     server = await balancer(merge(raw_static(kept, fresh), {"health": {"interval": 30}}))
-    ring = HashRing(server.config.hashing.scheme(), [1, 2], "linear")
+    ring = build_ring(server.config.hashing.scheme(), [1, 2], "linear")
     rng = random.Random(7)
     share = (
         sum(ring.lookup(str(rng.randint(100_000, 999_999))) == 2 for _ in range(20_000)) / 20_000
