@@ -88,15 +88,17 @@ async def _load(
     time_limit: float,
     statuses: list[int],
     pause: float = 0.0,
+    stop: asyncio.Event | None = None,
 ) -> None:
-    """``total`` GET /home through the balancer, ``concurrency`` at a time, each worker
-    pausing ``pause`` s between its requests, all within ``time_limit`` seconds."""
+    """At most ``total`` GET /home through the balancer, ``concurrency`` at a time, each worker
+    pausing ``pause`` s between its requests, all within ``time_limit`` seconds; ``stop`` ends
+    it early."""
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(total):
         queue.put_nowait(i)
 
     async def worker() -> None:
-        while True:
+        while stop is None or not stop.is_set():
             try:
                 queue.get_nowait()
             except asyncio.QueueEmpty:
@@ -137,9 +139,11 @@ async def test_killed_replica_is_replaced_in_same_slot(
     assert old_name in before["replicas"]
 
     statuses: list[int] = []
+    stop = asyncio.Event()
     load = asyncio.ensure_future(
-        # Paced to last ~1.5 s, so it runs before, through and after the replacement.
-        _load(http, server, 300, concurrency=8, time_limit=60, statuses=statuses, pause=0.03)
+        # Paced, and ended only once 100 more requests were answered after the replacement: it
+        # runs before, through and after it however slow the machine is.
+        _load(http, server, 5000, 8, time_limit=60, statuses=statuses, pause=0.03, stop=stop)
     )
     try:
         await eventually(lambda: len(statuses) >= 30 or load.done(), timeout=20, interval=0.005)
@@ -151,17 +155,19 @@ async def test_killed_replica_is_replaced_in_same_slot(
         )
         recovered_in = time.monotonic() - killed_at
         done_at_recovery = len(statuses)
+        await eventually(lambda: len(statuses) >= done_at_recovery + 100 or load.done(), 30)
     finally:
+        stop.set()
         await load
     print(
         f"\nkill -> N=3 up again: {recovered_in * 1000:.0f} ms "
-        f"({done_at_recovery - done_at_kill} of 300 load requests answered in between)"
+        f"({done_at_recovery - done_at_kill} of {len(statuses)} load requests answered in between)"
     )
     assert recovered_in < 10
-    assert len(statuses) == 300
-    assert done_at_recovery < 300, "the load did not outlast the replacement"
+    assert done_at_kill >= 30
+    assert len(statuses) >= done_at_recovery + 100, "the load did not outlast the replacement"
     bad = [s for s in statuses if s != 200]
-    assert not bad, f"{len(bad)} of 300 requests failed during the kill: {sorted(set(bad))}"
+    assert not bad, f"{len(bad)} of {len(statuses)} requests failed during the kill: {sorted(set(bad))}"
 
     # Same slot, new random hostname, new process; the old one is gone.
     new_name = victim.hostname
