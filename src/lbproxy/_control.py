@@ -19,8 +19,9 @@ from ._config import Config
 from ._errors import BackendError, RequestError
 from ._names import random_name
 from ._pool import Pool, Replica
+from ._replica_handle import ReplicaHandle
 from ._supervisor import Supervisor
-from .backends import Backend, ReplicaHandle
+from .backends import Backend
 
 log = logging.getLogger("lbproxy")
 

@@ -11,9 +11,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from ._hashing import HashScheme
+from ._replica_handle import ReplicaHandle
 from ._ring import Probing, members_of
 from ._routing import LoadBound, Ring, build_ring
-from .backends import ReplicaHandle
 
 WeightOf = Callable[[str], float]
 

@@ -20,9 +20,10 @@ from ._keys import KeyFunction, make_key_function
 from ._pool import Pool
 from ._proxy import Proxy
 from ._reload import fingerprint, watch_config
+from ._replica_handle import ReplicaHandle
 from ._supervisor import Supervisor
 from ._tasks import TaskSet
-from .backends import Backend, ReplicaHandle, make_backend
+from .backends import Backend, make_backend
 from .transport import HttptoolsTransport, Transport
 
 log = logging.getLogger("lbproxy")

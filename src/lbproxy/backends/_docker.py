@@ -23,7 +23,7 @@ from aiodocker.events import DockerEvents
 from .._config import DockerBackendConfig
 from .._errors import BackendError, NameInUseError
 from .._names import name_problem
-from ._base import ReplicaHandle
+from .._replica_handle import ReplicaHandle
 
 log = logging.getLogger("lbproxy.docker")
 

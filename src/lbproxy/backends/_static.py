@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from .._config import StaticReplica
 from .._errors import BackendError
-from ._base import ReplicaHandle
+from .._replica_handle import ReplicaHandle
 
 
 class StaticBackend:
