@@ -74,6 +74,13 @@ def test_static_weights_reload_the_servers_do_not() -> None:
     assert p.effective.replicas.static == old.replicas.static
 
 
+def test_a_shorter_static_list_waits_for_a_restart_with_its_count() -> None:
+    old = parse_config({"replicas": {"backend": "static", "static": STATIC}})
+    p = plan(old, parse_config({"replicas": {"backend": "static", "static": STATIC[:1]}}))
+    assert p.restart_only == ["replicas.count", "replicas.static"]
+    assert p.effective == old and p.count is None
+
+
 def test_command_line_overrides_win_over_the_file() -> None:
     old = parse_config({"replicas": {"count": 2}})
     p = plan(old, parse_config({"replicas": {"count": 1}}), {"replicas.count": 2})

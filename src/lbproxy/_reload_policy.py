@@ -18,7 +18,7 @@ from ._config import Config, StaticReplica, with_overrides
 
 #: Fields that a reload can change on a running balancer; others need a restart. The
 #: weights of ``replicas.static`` entries reload too (``same_but_weights``): the servers
-#: listed cannot change live, only their shares.
+#: listed cannot change live, only their shares, and ``replicas.count`` waits with them.
 RELOADABLE = (
     "replicas.count",
     "replicas.max",
@@ -61,6 +61,8 @@ def restart_only_changes(old: Config, new: Config) -> list[str]:
             changed.append(prefix)
 
     walk(old, new, "")
+    if "replicas.static" in changed and old.replicas.count != new.replicas.count:
+        changed.insert(changed.index("replicas.static"), "replicas.count")
     return changed
 
 
@@ -76,6 +78,10 @@ def merge_reloadable(old: Config, new: Config) -> Config:
         dst[leaf] = src[leaf]
     if same_but_weights(old.replicas.static, new.replicas.static):
         data["replicas"]["static"] = fresh["replicas"]["static"]
+    else:
+        # The count goes with the list (a static backend's is its length): while the list
+        # waits for a restart, so does the count.
+        data["replicas"]["count"] = old.replicas.count
     return Config.model_validate(data)
 
 

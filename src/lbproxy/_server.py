@@ -125,12 +125,7 @@ class Server:
             sock.close()
             admin_sock.close()
             raise
-        if cfg.replicas.backend == "static":
-            initial = self.control.start_initial(
-                len(cfg.replicas.static), [s.hostname for s in cfg.replicas.static]
-            )
-        else:
-            initial = self.control.start_initial(cfg.replicas.count, adopted=adopted)
+        initial = self.control.start_initial(adopted)
         # Open the port once the replicas answer, so the first client is served, not refused.
         first, wait = initial, cfg.health.startup_timeout
         taken_over = {h.slot for h in adopted}
@@ -198,7 +193,6 @@ class Server:
         return AdminApi(
             self.control,
             lambda: self.config,
-            can_scale=self.backend.manages_lifecycle,
             listener=listener,
             about=self._about,
         )
@@ -263,7 +257,7 @@ class Server:
         await self._carry_out(plan(self.config, new))
 
     async def _carry_out(self, reload: ReloadPlan) -> None:
-        old, effective = self.config, reload.effective
+        effective = reload.effective
         if reload.restart_only:
             log.warning(
                 "these changes take effect after a restart: %s", ", ".join(reload.restart_only)
@@ -283,6 +277,5 @@ class Server:
                 effective.hashing.balance_factor,
                 effective.replicas.weight_of,
             )
-        if reload.count is not None and self.backend.manages_lifecycle:
-            log.info("replica count %d -> %d", old.replicas.count, reload.count)
+        if reload.count is not None:
             await self.control.scale_to(reload.count)

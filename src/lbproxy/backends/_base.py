@@ -12,6 +12,12 @@ class Backend(Protocol):
     #: False for backends that route to replicas they neither start nor stop (static).
     manages_lifecycle: bool
 
+    @property
+    def fixed_hostnames(self) -> Sequence[str] | None:
+        """The hostnames of the replicas, when the backend fixes them (static: its list);
+        None when the balancer names its replicas itself."""
+        ...
+
     async def open(self) -> list[ReplicaHandle]:
         """Get ready to run replicas (raises BackendError when that is impossible) and return
         the replicas an earlier balancer left behind, to adopt in their slots: the running

@@ -86,6 +86,8 @@ def replica_of(container: dict[str, Any], network: str, port: int) -> ReplicaHan
 
 class DockerBackend:
     manages_lifecycle = True
+    #: The balancer names the replicas.
+    fixed_hostnames = None
 
     def __init__(self, config: DockerBackendConfig, stop_timeout: float = 5.0) -> None:
         self._config = config

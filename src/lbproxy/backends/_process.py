@@ -98,6 +98,8 @@ def _group_alive(pgid: int) -> bool:
 
 class ProcessBackend:
     manages_lifecycle = True
+    #: The balancer names the replicas.
+    fixed_hostnames = None
 
     def __init__(self, config: ProcessBackendConfig, stop_timeout: float = 5.0) -> None:
         self._config = config

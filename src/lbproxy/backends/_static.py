@@ -19,7 +19,7 @@ class StaticBackend:
         self._handles: dict[str, ReplicaHandle] = {}
 
     @property
-    def hostnames(self) -> list[str]:
+    def fixed_hostnames(self) -> list[str]:
         return list(self._addresses)
 
     async def open(self) -> list[ReplicaHandle]:
