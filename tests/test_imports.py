@@ -101,3 +101,14 @@ def test_the_docker_backend_loads_when_chosen() -> None:
         "make_backend(parse_config({'replicas': {'backend': 'docker'}}))"
     )
     assert "lbproxy.backends._docker" in loaded and "aiodocker" in loaded
+
+
+def test_the_proxy_knows_the_request_only_by_its_protocol() -> None:
+    loaded = loaded_by("import lbproxy._proxy")
+    assert "lbproxy._exchange" in loaded
+    assert loaded & {"lbproxy._front", "lbproxy._admin", "lbproxy._server"} == set()
+
+
+def test_the_exchange_protocol_loads_no_io_library() -> None:
+    loaded = loaded_by("import lbproxy._exchange, lbproxy._keys")
+    assert present(loaded, IO_MODULES) == []
