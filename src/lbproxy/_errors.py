@@ -67,7 +67,7 @@ class UpstreamTimeoutError(UpstreamError):
 
 
 class UpstreamProtocolError(UpstreamError):
-    """The replica broke the exchange after it started (reset, malformed answer)."""
+    """The replica broke the exchange after it started (reset, malformed response)."""
 
 
 class ClientDisconnectedError(LbproxyError):

@@ -222,7 +222,7 @@ class Server:
         # No new request goes to any replica; those in flight finish.
         self.pool.drain_all()
         fronts, self._fronts = self._fronts, []
-        # Each stops listening, closes idle connections, lets answers under way finish.
+        # Each stops listening, closes idle connections, lets responses under way finish.
         await asyncio.gather(*(f.close(self.config.shutdown_timeout) for f in fronts))
         await self.backend.close()
         await self.supervisor.close()
