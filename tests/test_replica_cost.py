@@ -16,7 +16,7 @@ def test_the_import_time_is_read_from_importtime_output() -> None:
         "import time:      2100 |     478078 | lbproxy.replica\n"
     )
     assert cost.replica_import_ms(out) == 478.078
-    with pytest.raises(ValueError, match="lbproxy.replica"):
+    with pytest.raises(ValueError, match=r"lbproxy\.replica"):
         cost.replica_import_ms("import time:  1 |  1 | lbproxy._runtime\n")
 
 
