@@ -54,6 +54,12 @@ def test_a_replica_loads_neither_docker_nor_the_configuration() -> None:
     assert loaded & balancer == set()
 
 
+def test_the_command_line_loads_the_configuration_only_to_run_the_balancer() -> None:
+    # `lbproxy replica` (the console script) goes through lbproxy.cli.
+    loaded = loaded_by("import lbproxy.cli")
+    assert present(loaded, ("aiodocker", "pydantic", "yaml", "aiohttp")) == []
+
+
 @pytest.mark.parametrize("module", ["lbproxy._hashing", "lbproxy._ring", "lbproxy._maglev"])
 def test_the_pure_core_loads_no_io_library(module: str) -> None:
     loaded = loaded_by(f"import {module}")
