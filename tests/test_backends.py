@@ -268,7 +268,7 @@ async def test_static_backend_returns_configured_addresses() -> None:
     ]
     backend = StaticBackend(replicas)
     assert backend.manages_lifecycle is False
-    assert backend.hostnames == ["web-a", "web-b"]
+    assert backend.fixed_hostnames == ["web-a", "web-b"]
     before = pids_of_children(os.getpid())
 
     a = await backend.start("web-a", 1)
@@ -316,4 +316,4 @@ def test_make_backend_picks_the_configured_kind() -> None:
         )
     )
     assert isinstance(static, StaticBackend)
-    assert static.hostnames == ["s1"]
+    assert static.fixed_hostnames == ["s1"]

@@ -10,7 +10,6 @@ import yaml
 from pydantic import ValidationError
 
 from lbproxy._config import (
-    RELOADABLE,
     Config,
     load_config,
     parse_config,
@@ -522,9 +521,6 @@ def test_admin_and_drain_defaults() -> None:
     assert c.admin.token is None
     assert c.admin.on_main_port is True
     assert c.replicas.drain_timeout == 30.0
-    for field in ("admin.token", "admin.on_main_port", "replicas.drain_timeout"):
-        assert field in RELOADABLE
-    assert "admin.port" not in RELOADABLE and "admin.host" not in RELOADABLE
 
 
 def test_admin_token_is_a_secret() -> None:
@@ -639,15 +635,6 @@ def test_config_is_frozen() -> None:
 def test_config_equality() -> None:
     assert Config() == Config()
     assert parse_config({"listen": {"port": 1}}) != Config()
-
-
-def test_reloadable_fields_exist() -> None:
-    data = Config().model_dump()
-    for dotted in RELOADABLE:
-        node: Any = data
-        for part in dotted.split("."):
-            assert part in node, dotted
-            node = node[part]
 
 
 # --- docker backend -----------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 
 from conftest import PY, admin_url, eventually, pid_alive, pids_of_children, url
-from lbproxy import Server, parse_config
+from lbproxy import BackendError, Server, parse_config
 from lbproxy._pool import Replica, State
 from lbproxy.backends import ProcessBackend
 
@@ -276,3 +276,41 @@ async def test_add_waiting_when_shutdown_begins_answers_503_at_once(
     # The /add did not hold shutdown up for shutdown_timeout.
     assert took < 5, took
     assert pids_of_children(os.getpid()) == set()
+
+
+class NamesBackend(ProcessBackend):
+    """The real process backend, except for what it says of hostnames: taken, or nothing
+    (its engine unreachable). Processes have no names to collide with, so this is injected;
+    the real case (another container's name) is test_docker_balancer's."""
+
+    def __init__(self, config: Any, answer: list[str] | None) -> None:
+        super().__init__(config.replicas.process, config.replicas.stop_timeout)
+        self.answer = answer
+
+    async def unavailable(self, hostnames: Any) -> list[str]:
+        if self.answer is None:
+            raise BackendError("the engine did not answer")
+        return [h for h in hostnames if h in self.answer]
+
+
+@pytest.mark.parametrize(
+    ("answer", "status", "message"),
+    [
+        (["web-x"], 400, "<Error> Hostname 'web-x' is already in use outside this balancer"),
+        (None, 503, "<Error> Cannot check the hostnames: the engine did not answer"),
+    ],
+)
+async def test_a_refused_name_is_answered_and_changes_nothing(
+    balancer: Any,
+    http: aiohttp.ClientSession,
+    answer: list[str] | None,
+    status: int,
+    message: str,
+) -> None:
+    server = await balancer(
+        {"replicas": {"count": 1}}, backend=lambda config: NamesBackend(config, answer)
+    )
+    before = server.pool.hostnames()
+    got = await call(http, server, "POST", "/add", {"n": 1, "hostnames": ["web-x"]})
+    assert got == (status, {"message": message, "status": "failure"})
+    assert server.pool.hostnames() == before and len(before) == 1

@@ -14,13 +14,21 @@ from lbproxy._keys import REQUEST_ID_HEADER, make_key_function, random_request_i
 
 @dataclass
 class FakeRequest:
-    """The parts of a request a key can come from (what aiohttp's Request offers)."""
+    """The parts of a request a key can come from (``RequestView``), headers given as a
+    case-insensitive mapping for readability."""
 
     headers: Mapping[str, str] = field(default_factory=CIMultiDict)
     remote: str | None = None
     path: str = "/"
     cookies: Mapping[str, str] = field(default_factory=dict)
     query: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def first_values(self) -> dict[bytes, bytes]:
+        first: dict[bytes, bytes] = {}
+        for name, value in self.headers.items():
+            first.setdefault(name.lower().encode("latin-1"), value.encode("latin-1"))
+        return first
 
 
 SIX_DIGITS = re.compile(r"[1-9][0-9]{5}")

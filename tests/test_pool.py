@@ -43,7 +43,7 @@ def set_loads(pool: Pool, loads: dict[int, int]) -> None:
         while r.in_flight < n:
             r.begin()
         while r.in_flight > n:
-            r.end()
+            r.finish()
 
 
 def a_key_of(pool: Pool, slot: int) -> tuple[str, list[int]]:
@@ -133,8 +133,8 @@ async def test_the_total_counts_every_replicas_requests_in_flight() -> None:
     assert pool.load.total == 5
     gone = pool.remove(1)  # a replica leaving finishes what it has
     assert pool.load.total == 5
-    gone.end()
-    b.end()
+    gone.finish()
+    b.finish()
     assert pool.load.total == 3 and a.in_flight == 2 and b.in_flight == 1
 
 

@@ -15,7 +15,12 @@ from typing import Literal
 
 from ._config import Config
 from ._control import Controller
-from ._errors import RequestError
+from ._errors import (
+    ChangeRefusedError,
+    NameCheckError,
+    RequestError,
+    ShuttingDownError,
+)
 from ._messages import Answer, failure, failure_as_is, success
 from ._pool import Replica
 
@@ -25,6 +30,12 @@ MAX_ADMIN_BODY = 64 * 1024
 CHANGES = frozenset({"/add", "/rm"})
 
 Listener = Literal["main", "admin"]
+
+#: The status of each refused change the controller raises; any other refusal is a 400.
+_REFUSED_STATUS: dict[type[ChangeRefusedError], int] = {
+    ShuttingDownError: 503,  # try again after the restart
+    NameCheckError: 503,  # the backend (Docker) did not answer: try again
+}
 
 
 def body_too_large() -> Answer:
@@ -54,13 +65,11 @@ class AdminApi:
         self,
         control: Controller,
         config: Callable[[], Config],
-        can_scale: bool,
         listener: Listener = "main",
         about: Callable[[], Mapping[str, object]] = dict,
     ) -> None:
         self._control = control
         self._config = config
-        self._can_scale = can_scale
         self._listener = listener
         #: Top-level facts for /status besides N and the replicas (uptime, version, ...).
         self._about = about
@@ -134,6 +143,8 @@ class AdminApi:
             return await self.routes[path][1](body)
         except RequestError as e:
             return failure_as_is(e.message, e.status)
+        except ChangeRefusedError as e:
+            return failure(str(e), _REFUSED_STATUS.get(type(e), 400))
 
     def _state(self) -> dict[str, object]:
         names = self._control.pool.hostnames()
@@ -156,20 +167,12 @@ class AdminApi:
         )
 
     async def add(self, body: bytes) -> Answer:
-        if not self._can_scale:
-            raise RequestError("<Error> The static backend cannot start replicas")
-        config = self._config()
-        added = await self._control.add_checked(body, config.replicas.max)
-        # Answer once the new replicas serve, or a concurrent /rm took them out again, or
-        # the wait runs out (they are kept trying): with the pool as it is then.
-        await self._control.wait_up(added, config.health.startup_timeout)
-        if self._control.closing:
-            raise RequestError("<Error> The balancer is shutting down", 503)
+        # Answers once the new replicas serve (or were removed again, or the wait ran out):
+        # with the pool as it is then.
+        await self._control.add_checked(body)
         return success(self._state())
 
     async def rm(self, body: bytes) -> Answer:
-        if not self._can_scale:
-            raise RequestError("<Error> The static backend cannot remove replicas")
         # Answers once they are out of the ring; they drain and stop in the background.
         await self._control.remove_checked(body)
         return success(self._state())

@@ -386,30 +386,6 @@ class Config(_Model):
         return self
 
 
-#: Fields that a reload can change on a running balancer; others need a restart. The
-#: weights of ``replicas.static`` entries reload too (``same_but_weights``).
-RELOADABLE = (
-    "replicas.count",
-    "replicas.max",
-    "replicas.drain_timeout",
-    "replicas.weight",
-    "replicas.weights",
-    "hashing",
-    "health",
-    "proxy.retries",
-    "proxy.outlier_failures",
-    "proxy.outlier_ejection_time",
-    "admin.token",
-    "admin.on_main_port",
-    "log_level",
-)
-
-
-def same_but_weights(old: list[StaticReplica], new: list[StaticReplica]) -> bool:
-    """True when two static lists differ at most in their weights (which a reload applies)."""
-    return [(s.hostname, s.address) for s in old] == [(s.hostname, s.address) for s in new]
-
-
 def _field_path(loc: tuple[int | str, ...]) -> str:
     # pydantic puts the validator's name in loc for model validators; drop it.
     parts = [str(p) for p in loc if not str(p).startswith("function-")]

@@ -1,10 +1,13 @@
 """Changing how many replicas run: /add, /rm and config reloads all come through here.
 
-Every change holds ``lock`` from its validation to its last change of the pool, so what was
-checked is what is changed: two /add, an /add and an /rm, a reload's scale_to never
-interleave. /rm and scale-downs take replicas out of the pool at once (no new request reaches
-them) and leave their stopping to a drain task; /add waits for its replicas outside the lock,
-until each is up or was removed meanwhile, so it answers with the truth at once.
+The controller owns its lock: every change holds it from its validation to its last change
+of the pool, so what was checked is what is changed: two /add, an /add and an /rm, a reload's
+scale_to never interleave. /rm and scale-downs take replicas out of the pool at once (no new
+request reaches them) and leave their stopping to a drain task; /add waits for its replicas
+outside the lock, until each is up or was removed meanwhile, so it answers with the truth.
+
+It speaks no HTTP: a refused change raises a ``ChangeRefusedError`` (``_errors.py``), an
+invalid body a ``RequestError`` (``_admin_input``); ``_admin.py`` turns them into answers.
 """
 
 from __future__ import annotations
@@ -16,11 +19,18 @@ from collections.abc import Callable, Sequence
 
 from ._admin_input import parse_add, parse_rm
 from ._config import Config
-from ._errors import BackendError, RequestError
+from ._errors import (
+    BackendError,
+    FixedReplicasError,
+    NameCheckError,
+    NameTakenError,
+    ShuttingDownError,
+)
 from ._names import random_name
 from ._pool import Pool, Replica
+from ._replica_handle import ReplicaHandle
 from ._supervisor import Supervisor
-from .backends import Backend, ReplicaHandle
+from .backends import Backend
 
 log = logging.getLogger("lbproxy")
 
@@ -38,7 +48,7 @@ class Controller:
         self._backend = backend
         self._config = config
         #: One change at a time: validation and the change it allows must see the same pool.
-        self.lock = asyncio.Lock()
+        self._lock = asyncio.Lock()
 
     @property
     def closing(self) -> bool:
@@ -46,7 +56,12 @@ class Controller:
 
     def _refuse_if_closing(self) -> None:
         if self.closing:
-            raise RequestError("<Error> The balancer is shutting down", 503)
+            raise ShuttingDownError("The balancer is shutting down")
+
+    def _refuse_if_fixed(self, verb: str) -> None:
+        if not self._backend.manages_lifecycle:
+            backend = self._config().replicas.backend
+            raise FixedReplicasError(f"The {backend} backend cannot {verb} replicas")
 
     def draining(self) -> list[Replica]:
         """Replicas out of the pool that are finishing their requests before they stop."""
@@ -56,28 +71,37 @@ class Controller:
         """Hostnames a new replica may not take: the pool's and those still draining."""
         return [*self.pool.hostnames(), *(r.hostname for r in self.draining())]
 
-    async def add_checked(self, raw: bytes, cap: int) -> list[Replica]:
-        """/add: validate the body ``raw`` against the pool and add, as one step."""
-        async with self.lock:
+    async def add_checked(self, raw: bytes) -> list[Replica]:
+        """/add: validate the body ``raw`` against the pool and add, as one step; then wait
+        until the new replicas serve, or a concurrent /rm took them out again, or
+        ``health.startup_timeout`` runs out (they are kept trying)."""
+        self._refuse_if_fixed("start")
+        config = self._config()
+        cap = config.replicas.max
+        async with self._lock:
             self._refuse_if_closing()
             req = parse_add(raw, self.in_use(), len(self.pool), cap)
             if req.hostnames:
-                await self.check_available(req.hostnames)
+                await self._check_available(req.hostnames)
                 # That asked the backend (I/O): check again what may have changed meanwhile
                 # (a keeper renames a replacement; shutdown may have begun).
                 self._refuse_if_closing()
                 req = parse_add(raw, self.in_use(), len(self.pool), cap)
-            return self.add(req.n, req.hostnames)
+            added = self._add(req.n, req.hostnames)
+        await self._supervisor.wait_up(added, config.health.startup_timeout)
+        self._refuse_if_closing()
+        return added
 
     async def remove_checked(self, raw: bytes) -> list[Replica]:
         """/rm: validate the body ``raw`` against the pool and remove, as one step."""
-        async with self.lock:
+        self._refuse_if_fixed("remove")
+        async with self._lock:
             self._refuse_if_closing()
             req = parse_rm(raw, self.pool.hostnames())
-            return await self.remove(req.n, req.hostnames)
+            return await self._remove(req.n, req.hostnames)
 
-    def add(self, n: int, hostnames: Sequence[str] = ()) -> list[Replica]:
-        """Add ``n`` replicas (named ones first, the rest named at random). Hold ``lock``."""
+    def _add(self, n: int, hostnames: Sequence[str] = ()) -> list[Replica]:
+        """Add ``n`` replicas (named ones first, the rest named at random). Hold the lock."""
         names = list(hostnames)
         prefix = self._config().replicas.name_prefix
         while len(names) < n:
@@ -90,19 +114,17 @@ class Controller:
         log.info("added %s", ", ".join(names))
         return added
 
-    async def check_available(self, hostnames: Sequence[str]) -> None:
+    async def _check_available(self, hostnames: Sequence[str]) -> None:
         """Refuse names the backend cannot give a replica (e.g. another container's)."""
         try:
             taken = await self._backend.unavailable(hostnames) if hostnames else []
         except BackendError as e:
-            raise RequestError(f"<Error> Cannot check the hostnames: {e}", 503) from e
+            raise NameCheckError(f"Cannot check the hostnames: {e}") from e
         if taken:
-            raise RequestError(
-                f"<Error> Hostname {taken[0]!r} is already in use outside this balancer"
-            )
+            raise NameTakenError(taken[0])
 
-    async def remove(self, n: int, hostnames: Sequence[str] = ()) -> list[Replica]:
-        """Remove the named replicas plus random others up to ``n``. Hold ``lock``.
+    async def _remove(self, n: int, hostnames: Sequence[str] = ()) -> list[Replica]:
+        """Remove the named replicas plus random others up to ``n``. Hold the lock.
 
         Returns once they are out of the pool and the ring: no new request reaches them.
         Each is stopped by a drain task once its requests in flight are done (or after
@@ -117,33 +139,28 @@ class Controller:
         log.info("removed %s (draining)", ", ".join(r.hostname for r in chosen))
         return chosen
 
-    async def wait_up(self, replicas: Sequence[Replica], timeout: float) -> bool:
-        """Until each of ``replicas`` is up or was removed (or shutdown, or ``timeout``)."""
-        return await self._supervisor.wait_up(replicas, timeout)
-
     async def scale_to(self, count: int) -> None:
         """Grow or shrink to ``count`` (config reload): new ones at random names, the newest
         slots removed first so the long-standing replicas keep their keys."""
-        async with self.lock:
-            if self.closing:
+        async with self._lock:
+            if self.closing or not self._backend.manages_lifecycle:
                 return
             have = len(self.pool)
+            if count != have:
+                log.info("replica count %d -> %d", have, count)
             if count > have:
-                self.add(count - have)
+                self._add(count - have)
             elif count < have:
                 newest = sorted(self.pool.replicas, reverse=True)[: have - count]
                 names = [self.pool.replicas[s].hostname for s in newest]
-                await self.remove(len(names), names)
+                await self._remove(len(names), names)
 
-    def start_initial(
-        self,
-        count: int,
-        names: Sequence[str] | None = None,
-        adopted: Sequence[ReplicaHandle] = (),
-    ) -> list[Replica]:
+    def start_initial(self, adopted: Sequence[ReplicaHandle] = ()) -> list[Replica]:
         """The replicas a fresh balancer starts with: those ``adopted`` in their slots (left
-        running by an earlier balancer), then new ones up to ``count``, named ``names`` or
-        ``<prefix>-<slot>``."""
+        running by an earlier balancer), then new ones up to ``replicas.count``, named
+        ``<prefix>-<slot>``; or, with a backend whose replicas are fixed, those."""
+        names = self._backend.fixed_hostnames
+        count = self._config().replicas.count if names is None else len(names)
         replicas = []
         for handle in adopted:
             replica = self.pool.add(handle.slot, handle.hostname)
@@ -165,4 +182,4 @@ class Controller:
                 if self.pool.by_hostname(name) is not None or name in names:
                     name = random_name(prefix, [*taken, *names])
                 names.append(name)
-        return replicas + self.add(missing, names)
+        return replicas + self._add(missing, names)

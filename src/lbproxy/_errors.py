@@ -12,12 +12,38 @@ class ConfigError(LbproxyError):
 
 
 class RequestError(LbproxyError):
-    """A client's admin request is invalid; answered with 400 and changes nothing."""
+    """A client's admin request is invalid (``_admin_input``); answered with ``status`` (400
+    unless said otherwise) and changes nothing."""
 
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
+
+
+class ChangeRefusedError(LbproxyError):
+    """The controller refused a change of the replicas (/add, /rm); nothing changed.
+    ``_admin.py`` says which HTTP status each kind is."""
+
+
+class ShuttingDownError(ChangeRefusedError):
+    """The balancer is shutting down: it changes its replicas no more."""
+
+
+class FixedReplicasError(ChangeRefusedError):
+    """The backend neither starts nor stops replicas (static): their number is fixed."""
+
+
+class NameTakenError(ChangeRefusedError):
+    """An asked-for hostname is used by something outside this balancer."""
+
+    def __init__(self, hostname: str) -> None:
+        super().__init__(f"Hostname {hostname!r} is already in use outside this balancer")
+        self.hostname = hostname
+
+
+class NameCheckError(ChangeRefusedError):
+    """The backend could not tell whether the asked-for hostnames are free."""
 
 
 class BackendError(LbproxyError):
@@ -41,7 +67,7 @@ class UpstreamTimeoutError(UpstreamError):
 
 
 class UpstreamProtocolError(UpstreamError):
-    """The replica broke the exchange after it started (reset, malformed answer)."""
+    """The replica broke the exchange after it started (reset, malformed response)."""
 
 
 class ClientDisconnectedError(LbproxyError):

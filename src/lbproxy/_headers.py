@@ -85,7 +85,7 @@ def upstream_headers(
 
 
 def downstream_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Headers of a replica's answer as sent to the client."""
+    """Headers of a replica's response as sent on to the client."""
     return strip_hop_by_hop(headers)
 
 

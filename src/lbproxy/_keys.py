@@ -8,10 +8,14 @@ from typing import Protocol
 
 
 class RequestView(Protocol):
-    """The parts of an incoming request a key can come from (aiohttp's Request fits)."""
+    """The parts of an incoming request a key can come from."""
 
     @property
-    def headers(self) -> Mapping[str, str]: ...
+    def first_values(self) -> Mapping[bytes, bytes]:
+        """Each header's first value as received, by its lower-cased name (latin-1 bytes):
+        read as is, rather than wrapped in a case-insensitive mapping per request."""
+        ...
+
     @property
     def remote(self) -> str | None: ...
     @property
@@ -50,35 +54,28 @@ def make_key_function(spec: str) -> KeyFunction:
     kind, _, name = spec.partition(":")
     if kind == "header" and name:
         return _from_header(name)
-    attr = {"header": "headers", "cookie": "cookies", "query": "query"}.get(kind)
-    if attr is None or not name:
-        raise ValueError(f"unknown request key {spec!r}")
-    return _from_mapping(attr, name)
+    if kind == "cookie" and name:
+        return _from_value(lambda r: r.cookies.get(name))
+    if kind == "query" and name:
+        return _from_value(lambda r: r.query.get(name))
+    raise ValueError(f"unknown request key {spec!r}")
 
 
 def _from_header(name: str) -> KeyFunction:
     raw = name.lower().encode("latin-1")
 
     def key(request: RequestView) -> tuple[str, bool]:
-        # The balancer's own requests keep the first value of each header as parsed
-        # (lower-cased name -> bytes): read it there rather than wrap it in a Mapping for
-        # every request on the hot path.
-        first: dict[bytes, bytes] | None = getattr(request, "first_values", None)
-        if first is not None:
-            raw_value = first.get(raw)
-            value = raw_value.decode("latin-1") if raw_value else None
-        else:
-            value = request.headers.get(name)
+        value = request.first_values.get(raw)
         if value:
-            return value, False
+            return value.decode("latin-1"), False
         return random_request_id(), True
 
     return key
 
 
-def _from_mapping(attr: str, name: str) -> KeyFunction:
+def _from_value(part: Callable[[RequestView], str | None]) -> KeyFunction:
     def key(request: RequestView) -> tuple[str, bool]:
-        value = getattr(request, attr).get(name)
+        value = part(request)
         if value:
             return value, False
         return random_request_id(), True

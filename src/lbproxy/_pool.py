@@ -11,9 +11,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from ._hashing import HashScheme
+from ._replica_handle import ReplicaHandle
 from ._ring import Probing, members_of
 from ._routing import LoadBound, Ring, build_ring
-from .backends import ReplicaHandle
 
 WeightOf = Callable[[str], float]
 
@@ -64,7 +64,7 @@ class Replica:
     ejected: bool = False
     #: Its share of the keys and of the bounded-load cap, relative to the others' weights.
     weight: float = 1.0
-    #: The pool's total of requests in flight, which ``begin`` and ``end`` keep too.
+    #: The pool's total of requests in flight, which ``begin`` and ``finish`` keep too.
     load: Load = field(default_factory=Load, repr=False)
     #: Made by the first ``drained`` call; set whenever ``in_flight`` returns to 0.
     _idle: asyncio.Event | None = field(default=None, repr=False)
@@ -74,12 +74,13 @@ class Replica:
         return self.handle.address if self.handle else None
 
     def begin(self) -> None:
-        """A request is sent to this replica (the data path calls ``end`` when it is over)."""
+        """A request is sent to this replica (the data path calls ``finish`` when it is over)."""
         self.in_flight += 1
         self.requests += 1
         self.load.total += 1
 
-    def end(self) -> None:
+    def finish(self) -> None:
+        """A request sent to this replica is over (answered, failed or given up)."""
         self.in_flight -= 1
         self.load.total -= 1
         if not self.in_flight and self._idle is not None:

@@ -28,7 +28,7 @@ from ._errors import (
     UpstreamError,
     UpstreamTimeoutError,
 )
-from ._front import Request
+from ._exchange import Exchange
 from ._headers import downstream_headers, encode_headers, upstream_headers
 from ._keys import REQUEST_ID_HEADER, KeyFunction
 from ._messages import Answer, failure, missing_endpoint
@@ -61,7 +61,7 @@ class Proxy:
         self._ejected: dict[Replica, asyncio.TimerHandle] = {}
         pool.on_failed.append(self._taken_out)
 
-    def _prepare(self, request: Request) -> tuple[str, bytes]:
+    def _prepare(self, request: Exchange) -> tuple[str, bytes]:
         """The request's routing key and the (encoded) headers it goes upstream with.
 
         Made once per request (``request.prepared`` keeps them for the general path): a
@@ -87,7 +87,7 @@ class Proxy:
         request.prepared = prepared = (key, headers)
         return prepared
 
-    def _forwarded_lines(self, request: Request, extra: list[tuple[str, str]]) -> bytes:
+    def _forwarded_lines(self, request: Exchange, extra: list[tuple[str, str]]) -> bytes:
         """``upstream_headers([], ...)`` encoded: what goes after the client's own headers."""
         if extra:
             return encode_headers(
@@ -106,7 +106,7 @@ class Proxy:
 
     # -- the hot path ------------------------------------------------------------------------
 
-    def serve_now(self, request: Request) -> bool:
+    def serve_now(self, request: Exchange) -> bool:
         """Send ``request`` without a task if it qualifies; False: use ``handle``.
 
         Only bodiless idempotent requests qualify, so that one found to have gone out on a
@@ -125,22 +125,22 @@ class Proxy:
         def answered(resp: UpstreamResponse) -> None:
             self._answered(request, replica, name, resp)
 
-        exchange = self._transport.send_nowait(
+        upstream = self._transport.send_nowait(
             address, request.method, request.target, headers, answered
         )
-        if exchange is None:
+        if upstream is None:
             return False
         replica.begin()
 
         def dropped() -> None:  # the client left before the answer's head came
-            exchange.release()
-            replica.end()
+            upstream.release()
+            replica.finish()
 
         request.on_disconnect = dropped
         return True
 
     def _answered(
-        self, request: Request, replica: Replica, name: str, resp: UpstreamResponse
+        self, request: Exchange, replica: Replica, name: str, resp: UpstreamResponse
     ) -> None:
         request.on_disconnect = None
         streaming = False  # the rest is relayed by a task, which ends the replica's request
@@ -171,21 +171,21 @@ class Proxy:
             request.done()
         finally:
             if not streaming:
-                replica.end()
+                replica.finish()
 
     async def _relay_rest(
-        self, request: Request, replica: Replica, name: str, resp: UpstreamResponse
+        self, request: Exchange, replica: Replica, name: str, resp: UpstreamResponse
     ) -> None:
         try:
             await self._stream(request, resp, replica, name)
         finally:
             resp.release()
-            replica.end()
+            replica.finish()
 
     # -- the general path --------------------------------------------------------------------
 
     async def handle(
-        self, request: Request, failed: tuple[Replica, str, UpstreamError] | None = None
+        self, request: Exchange, failed: tuple[Replica, str, UpstreamError] | None = None
     ) -> None:
         """Serve ``request``; ``failed``: the hot path's replica (and its name) broke off."""
         attempts = 1 + self._config().proxy.retries
@@ -241,7 +241,7 @@ class Proxy:
                 failed = (replica, name, e)  # once more, on the next replica
             finally:
                 if resp is None:  # no answer to relay: this replica's part is over
-                    replica.end()
+                    replica.finish()
         if resp is None or replica is None:
             if failed is not None:
                 request.answer(self._failure(failed[1], failed[2]))
@@ -259,7 +259,7 @@ class Proxy:
                 await self._stream(request, resp, replica, name)
         finally:
             resp.release()
-            replica.end()
+            replica.finish()
 
     # -- failures ----------------------------------------------------------------------------
 
@@ -338,7 +338,7 @@ class Proxy:
 
     # -- relaying ----------------------------------------------------------------------------
 
-    def _relay_now(self, request: Request, resp: UpstreamResponse) -> bool:
+    def _relay_now(self, request: Exchange, resp: UpstreamResponse) -> bool:
         """Relay an answer that needs no waiting (no body, or all of it in); False if not."""
         if resp.status == 404:
             request.answer(missing_endpoint(request.path))
@@ -359,7 +359,7 @@ class Proxy:
         return encode_headers(downstream_headers(resp.headers))
 
     async def _stream(
-        self, request: Request, resp: UpstreamResponse, replica: Replica, name: str
+        self, request: Exchange, resp: UpstreamResponse, replica: Replica, name: str
     ) -> None:
         """Relay an answer whose body is still arriving, as it arrives."""
         framing = "length" if resp.length is not None else "chunked"

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ._admin import AdminApi
-from ._config import RELOADABLE, Config, same_but_weights, with_overrides
+from ._config import Config
 from ._control import Controller
 from ._errors import ConfigError, LbproxyError
 from ._front import Front, Request
@@ -20,55 +20,17 @@ from ._keys import KeyFunction, make_key_function
 from ._pool import Pool
 from ._proxy import Proxy
 from ._reload import fingerprint, watch_config
+from ._reload_policy import ReloadPlan, plan, weights
+from ._replica_handle import ReplicaHandle
 from ._supervisor import Supervisor
 from ._tasks import TaskSet
-from .backends import Backend, ReplicaHandle, make_backend
+from .backends import Backend, make_backend
 from .transport import HttptoolsTransport, Transport
 
 log = logging.getLogger("lbproxy")
 
 #: Connections the kernel queues for the balancer's port before they are accepted.
 BACKLOG = 1024
-
-
-def _restart_only_changes(old: Config, new: Config) -> list[str]:
-    """Dotted names of changed fields that a reload cannot apply."""
-    changed: list[str] = []
-
-    def walk(a: object, b: object, prefix: str) -> None:
-        if prefix and any(prefix == r or prefix.startswith(r + ".") for r in RELOADABLE):
-            return
-        if prefix == "replicas.static" and same_but_weights(a, b):  # type: ignore[arg-type]
-            return
-        if hasattr(type(a), "model_fields") and type(a) is type(b):
-            for name in type(a).model_fields:
-                walk(getattr(a, name), getattr(b, name), f"{prefix}.{name}" if prefix else name)
-        elif a != b:
-            changed.append(prefix)
-
-    walk(old, new, "")
-    return changed
-
-
-def _merge_reloadable(old: Config, new: Config) -> Config:
-    """``old`` with every reloadable field taken from ``new``."""
-    data = old.model_dump()
-    fresh = new.model_dump()
-    for dotted in RELOADABLE:
-        *parents, leaf = dotted.split(".")
-        src, dst = fresh, data
-        for p in parents:
-            src, dst = src[p], dst[p]
-        dst[leaf] = src[leaf]
-    if same_but_weights(old.replicas.static, new.replicas.static):
-        data["replicas"]["static"] = fresh["replicas"]["static"]
-    return Config.model_validate(data)
-
-
-def _weights(config: Config) -> tuple[object, ...]:
-    """Every weight setting: (replicas.weight, replicas.weights, the static entries')."""
-    r = config.replicas
-    return r.weight, r.weights, [s.weight for s in r.static]
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -163,12 +125,7 @@ class Server:
             sock.close()
             admin_sock.close()
             raise
-        if cfg.replicas.backend == "static":
-            initial = self.control.start_initial(
-                len(cfg.replicas.static), [s.hostname for s in cfg.replicas.static]
-            )
-        else:
-            initial = self.control.start_initial(cfg.replicas.count, adopted=adopted)
+        initial = self.control.start_initial(adopted)
         # Open the port once the replicas answer, so the first client is served, not refused.
         first, wait = initial, cfg.health.startup_timeout
         taken_over = {h.slot for h in adopted}
@@ -236,7 +193,6 @@ class Server:
         return AdminApi(
             self.control,
             lambda: self.config,
-            can_scale=self.backend.manages_lifecycle,
             listener=listener,
             about=self._about,
         )
@@ -266,7 +222,7 @@ class Server:
         # No new request goes to any replica; those in flight finish.
         self.pool.drain_all()
         fronts, self._fronts = self._fronts, []
-        # Each stops listening, closes idle connections, lets answers under way finish.
+        # Each stops listening, closes idle connections, lets responses under way finish.
         await asyncio.gather(*(f.close(self.config.shutdown_timeout) for f in fronts))
         await self.backend.close()
         await self.supervisor.close()
@@ -289,36 +245,37 @@ class Server:
 
     async def _reloaded(self, config: Config) -> None:
         """config.yaml changed: apply it, with the command line's overrides still on top."""
-        if self.overrides:
-            try:
-                config = with_overrides(config, **self.overrides)
-            except ConfigError as e:
-                log.error("config reload rejected, keeping the running configuration: %s", e)
-                return
-        await self.apply(config)
+        try:
+            reload = plan(self.config, config, self.overrides)
+        except ConfigError as e:
+            log.error("config reload rejected, keeping the running configuration: %s", e)
+            return
+        await self._carry_out(reload)
 
     async def apply(self, new: Config) -> None:
-        """Apply a changed configuration to the running balancer."""
-        old = self.config
-        ignored = _restart_only_changes(old, new)
-        if ignored:
-            log.warning("these changes take effect after a restart: %s", ", ".join(ignored))
-        effective = _merge_reloadable(old, new)
+        """Apply a changed configuration to the running balancer (``_reload_policy``)."""
+        await self._carry_out(plan(self.config, new))
+
+    async def _carry_out(self, reload: ReloadPlan) -> None:
+        effective = reload.effective
+        if reload.restart_only:
+            log.warning(
+                "these changes take effect after a restart: %s", ", ".join(reload.restart_only)
+            )
         self.config = effective
         self.reloads += 1
         logging.getLogger("lbproxy").setLevel(effective.log_level.upper())
-        if effective.hashing != old.hashing:
+        if reload.hashing_changed:
             self._key_function = make_key_function(effective.hashing.key)
             log.info("hashing is now %s", effective.hashing.model_dump())
-        if _weights(effective) != _weights(old):
-            log.info("replica weights are now %s", _weights(effective))
-        if effective.hashing != old.hashing or _weights(effective) != _weights(old):
+        if reload.weights_changed:
+            log.info("replica weights are now %s", weights(effective))
+        if reload.rebuild_table:
             await self.pool.configure(
                 effective.hashing.scheme(),
                 effective.hashing.probing,
                 effective.hashing.balance_factor,
                 effective.replicas.weight_of,
             )
-        if effective.replicas.count != old.replicas.count and self.backend.manages_lifecycle:
-            log.info("replica count %d -> %d", old.replicas.count, effective.replicas.count)
-            await self.control.scale_to(effective.replicas.count)
+        if reload.count is not None:
+            await self.control.scale_to(reload.count)

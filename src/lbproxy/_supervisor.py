@@ -29,8 +29,9 @@ from ._config import Config
 from ._errors import BackendError, NameInUseError
 from ._names import random_name
 from ._pool import Pool, Replica, State
+from ._replica_handle import ReplicaHandle
 from ._tasks import TaskSet
-from .backends import Backend, ReplicaHandle
+from .backends import Backend
 
 log = logging.getLogger("lbproxy.supervisor")
 

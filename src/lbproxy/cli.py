@@ -9,13 +9,16 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
-
-from ._config import TOKEN_ENV, Config, load_config, with_overrides
 from ._errors import ConfigError, LbproxyError
 from ._runtime import raise_open_files_limit, run
+
+if TYPE_CHECKING:
+    from ._config import Config
+
+# The configuration's libraries (pydantic, yaml) are imported where the balancer's commands
+# need them, so that `lbproxy replica` starts a replica without them.
 
 
 def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -52,6 +55,8 @@ def _setting(text: str) -> tuple[str, Any]:
     field, sep, value = text.partition("=")
     if not sep or not field:
         raise argparse.ArgumentTypeError(f"{text!r} is not FIELD=VALUE")
+    import yaml
+
     try:
         return field.strip(), yaml.safe_load(value)
     except yaml.YAMLError as e:
@@ -76,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The fields the command line (and LBPROXY_ADMIN_TOKEN) sets, as dotted names."""
+    from ._config import TOKEN_ENV
+
     flags = {
         "replicas.backend": args.backend,
         "listen.host": args.host,
@@ -89,6 +96,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _load(args: argparse.Namespace, overrides: dict[str, Any]) -> Config:
+    from ._config import Config, load_config, with_overrides
+
     config = load_config(args.config) if args.config.exists() else None
     if config is None:
         if args.config != Path("config.yaml"):

@@ -3,28 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
-
-@dataclass(frozen=True, slots=True)
-class ReplicaHandle:
-    """A running replica as its backend knows it."""
-
-    hostname: str
-    slot: int
-    #: ``host:port`` the balancer connects to.
-    address: str
-    #: The backend's own id for it (a pid, a container id, the static address).
-    ident: str
-    #: How many times the slot's replica was replaced after failing, as the backend keeps it
-    #: (a container's label): an adopted replica's count survives the balancer's restart.
-    restarts: int = 0
+from .._replica_handle import ReplicaHandle
 
 
 class Backend(Protocol):
     #: False for backends that route to replicas they neither start nor stop (static).
     manages_lifecycle: bool
+
+    @property
+    def fixed_hostnames(self) -> Sequence[str] | None:
+        """The hostnames of the replicas, when the backend fixes them (static: its list);
+        None when the balancer names its replicas itself."""
+        ...
 
     async def open(self) -> list[ReplicaHandle]:
         """Get ready to run replicas (raises BackendError when that is impossible) and return

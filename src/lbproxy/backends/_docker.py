@@ -23,7 +23,7 @@ from aiodocker.events import DockerEvents
 from .._config import DockerBackendConfig
 from .._errors import BackendError, NameInUseError
 from .._names import name_problem
-from ._base import ReplicaHandle
+from .._replica_handle import ReplicaHandle
 
 log = logging.getLogger("lbproxy.docker")
 
@@ -86,6 +86,8 @@ def replica_of(container: dict[str, Any], network: str, port: int) -> ReplicaHan
 
 class DockerBackend:
     manages_lifecycle = True
+    #: The balancer names the replicas.
+    fixed_hostnames = None
 
     def __init__(self, config: DockerBackendConfig, stop_timeout: float = 5.0) -> None:
         self._config = config

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 
 from .._config import ProcessBackendConfig
 from .._errors import BackendError
-from ._base import ReplicaHandle
+from .._replica_handle import ReplicaHandle
 
 #: The watcher: reads the guard pipe (its stdin) to its end, then ends its process group.
 WATCHER = """read _; trap "" TERM; kill -TERM 0; sleep "$1"; kill -KILL 0"""
@@ -98,6 +98,8 @@ def _group_alive(pgid: int) -> bool:
 
 class ProcessBackend:
     manages_lifecycle = True
+    #: The balancer names the replicas.
+    fixed_hostnames = None
 
     def __init__(self, config: ProcessBackendConfig, stop_timeout: float = 5.0) -> None:
         self._config = config

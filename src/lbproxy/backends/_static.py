@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from .._config import StaticReplica
 from .._errors import BackendError
-from ._base import ReplicaHandle
+from .._replica_handle import ReplicaHandle
 
 
 class StaticBackend:
@@ -19,7 +19,7 @@ class StaticBackend:
         self._handles: dict[str, ReplicaHandle] = {}
 
     @property
-    def hostnames(self) -> list[str]:
+    def fixed_hostnames(self) -> list[str]:
         return list(self._addresses)
 
     async def open(self) -> list[ReplicaHandle]:

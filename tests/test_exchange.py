@@ -1,0 +1,55 @@
+"""The Exchange protocol: the proxy reads nothing of a request that it does not declare, and
+the front's request provides everything it declares. Checked on the sources and classes
+(the suite runs no type checker), so an undeclared use fails here, not in production."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from pathlib import Path
+from typing import Protocol
+
+import lbproxy._proxy
+from lbproxy._exchange import Exchange
+from lbproxy._front import Request
+
+
+def protocol_members(protocol: type) -> set[str]:
+    """The names a Protocol class declares, its bases' included (attributes and methods)."""
+    names: set[str] = set()
+    for cls in protocol.__mro__:
+        if cls in (object, Protocol) or not getattr(cls, "_is_protocol", False):
+            continue
+        declared = set(vars(cls)) | set(vars(cls).get("__annotations__", {}))
+        names |= {n for n in declared if not n.startswith("_")}
+    return names
+
+
+def attributes_read_on(source: str, variable: str) -> set[str]:
+    """Every ``<variable>.<name>`` in ``source``."""
+    return {
+        node.attr
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id == variable
+    }
+
+
+def test_the_protocol_declares_the_request_head_body_and_response() -> None:
+    members = protocol_members(Exchange)
+    for name in ("method", "target", "first_values", "read", "answer", "start", "write", "done"):
+        assert name in members
+
+
+def test_the_proxy_reads_only_what_the_protocol_declares() -> None:
+    source = Path(inspect.getfile(lbproxy._proxy)).read_text()
+    used = attributes_read_on(source, "request")
+    assert {"method", "spawn", "answer"} <= used  # the scan sees the proxy's uses
+    assert used - protocol_members(Exchange) == set()
+    assert "getattr(" not in source and "hasattr(" not in source
+
+
+def test_the_fronts_request_provides_the_whole_protocol() -> None:
+    missing = {name for name in protocol_members(Exchange) if not hasattr(Request, name)}
+    assert missing == set()
