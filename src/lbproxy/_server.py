@@ -23,6 +23,7 @@ from ._reload import fingerprint, watch_config
 from ._supervisor import Supervisor
 from ._tasks import TaskSet
 from .backends import Backend, ReplicaHandle, make_backend
+from .backends._orchestrator import Orchestrator
 from .transport import HttptoolsTransport, Transport
 
 log = logging.getLogger("lbproxy")
@@ -167,6 +168,10 @@ class Server:
             initial = self.control.start_initial(
                 len(cfg.replicas.static), [s.hostname for s in cfg.replicas.static]
             )
+        elif isinstance(self.backend, Orchestrator):
+            # The orchestrator's N and slots, not replicas.count: the pool follows them.
+            initial = await self.control.follow(self.backend, await self.backend.slots(), adopted)
+            self.tasks.spawn(self.control.follow_forever(self.backend), name="follow")
         else:
             initial = self.control.start_initial(cfg.replicas.count, adopted=adopted)
         # Open the port once the replicas answer, so the first client is served, not refused.
@@ -278,7 +283,7 @@ class Server:
         """The replicas left running by an earlier balancer that fit under replicas.max;
         the others (highest slots) are stopped."""
         cap = self.config.replicas.max
-        if len(handles) <= cap:
+        if len(handles) <= cap or isinstance(self.backend, Orchestrator):
             return handles
         keep, extra = handles[:cap], handles[cap:]
         log.warning("stopping %d running replicas above replicas.max (%d)", len(extra), cap)

@@ -28,7 +28,9 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="path of config.yaml (default: ./config.yaml); edits are applied live",
     )
     p.add_argument(
-        "--backend", choices=["process", "docker", "static"], help="override replicas.backend"
+        "--backend",
+        choices=["process", "docker", "static", "swarm"],
+        help="override replicas.backend",
     )
     p.add_argument("--host", help="override listen.host")
     p.add_argument("--port", type=int, help="override listen.port")

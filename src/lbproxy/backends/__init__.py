@@ -22,6 +22,12 @@ def make_backend(config: Config) -> Backend:
     """The backend ``replicas.backend`` names."""
     if config.replicas.backend == "static":
         return StaticBackend(config.replicas.static)
+    if config.replicas.backend == "swarm":
+        from ._swarm import SwarmBackend  # aiodocker is needed only for the Docker backends
+
+        return SwarmBackend(
+            config.replicas.swarm, config.replicas.count, stop_timeout=config.replicas.stop_timeout
+        )
     if config.replicas.backend == "docker":
         return DockerBackend(config.replicas.docker, stop_timeout=config.replicas.stop_timeout)
     return ProcessBackend(config.replicas.process, stop_timeout=config.replicas.stop_timeout)
