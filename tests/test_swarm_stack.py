@@ -40,6 +40,8 @@ def swarm_state() -> tuple[str, bool]:
 def swarm(docker_engine: str, docker_images: None) -> Iterator[None]:
     state, manager = swarm_state()
     created = False
+    # `docker swarm init` makes this network and `leave` keeps it: ours to remove too.
+    had_gwbridge = network_exists("docker_gwbridge")
     if state == "inactive":
         done = subprocess.run(
             ["docker", "swarm", "init", "--advertise-addr", "127.0.0.1"],
@@ -56,6 +58,14 @@ def swarm(docker_engine: str, docker_images: None) -> Iterator[None]:
     yield
     if created:
         subprocess.run(["docker", "swarm", "leave", "--force"], capture_output=True)
+        if not had_gwbridge:
+            subprocess.run(["docker", "network", "rm", "docker_gwbridge"], capture_output=True)
+
+
+def network_exists(name: str) -> bool:
+    return (
+        subprocess.run(["docker", "network", "inspect", name], capture_output=True).returncode == 0
+    )
 
 
 @dataclass
