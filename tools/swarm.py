@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -99,6 +100,31 @@ def balancer_command(args: argparse.Namespace) -> list[str]:
     ]
 
 
+def token_secret(args: argparse.Namespace) -> str:
+    return f"{args.balancer}-admin-token"
+
+
+def token_options(args: argparse.Namespace) -> list[str]:
+    """With LBPROXY_ADMIN_TOKEN set, the token reaches the balancers as a Swarm secret (a file
+    in each task; an environment variable would show in `docker service inspect`)."""
+    token = os.environ.get("LBPROXY_ADMIN_TOKEN", "")
+    if not token:
+        return []
+    secret = token_secret(args)
+    if not exists("secret", secret):
+        done = subprocess.run(
+            ["docker", "secret", "create", "--label", f"{LABEL}=token", secret, "-"],
+            input=token, capture_output=True, text=True,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise Refused(f"cannot create secret {secret}: {done.stderr.strip()}")
+    target = "/run/secrets/lbproxy-admin-token"
+    return [
+        "--secret", f"source={secret},target=lbproxy-admin-token,mode=0400",
+        "--env", f"LBPROXY_ADMIN_TOKEN_FILE={target}",
+    ]  # fmt: skip
+
+
 def up(args: argparse.Namespace) -> None:
     require_manager()
     if not exists("network", args.network):
@@ -145,7 +171,7 @@ def up(args: argparse.Namespace) -> None:
             "--mount", f"type=bind,source={SOCKET},target={SOCKET}",
             # The folder (live reload follows an editor's replaced file); on every node.
             "--mount", f"type=bind,source={config_dir},target=/etc/lbproxy,readonly",
-            "--env", "LBPROXY_ADMIN_TOKEN",
+            *token_options(args),
             "--restart-condition", "any", "--restart-delay", "1s",
             "--stop-grace-period", "20s",
             "--init", lb_image, *balancer_command(args),
@@ -176,6 +202,8 @@ def down(args: argparse.Namespace) -> None:
         if time.monotonic() > deadline:
             raise Refused(f"{len(left)} task container(s) still there after {args.timeout:.0f}s")
         time.sleep(0.2)
+    if exists("secret", token_secret(args)):
+        docker("secret", "rm", token_secret(args))
     while exists("network", args.network):
         done = subprocess.run(
             ["docker", "network", "rm", args.network], capture_output=True, text=True
