@@ -4,10 +4,14 @@ test_swarm_stack.py."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 from typing import Any
 
 import pytest
+from aiohttp import web
 
+from conftest import free_port
 from lbproxy._config import parse_config
 from lbproxy._errors import ConfigError
 from lbproxy.backends import make_backend
@@ -17,6 +21,7 @@ from lbproxy.backends._swarm import (
     SwarmBackend,
     created_key,
     desired_slots,
+    health_script,
     service_spec,
     serving_by_slot,
     swarm_problem,
@@ -142,3 +147,32 @@ def test_make_backend_gives_an_orchestrator_for_swarm() -> None:
 def test_bad_swarm_settings_name_their_field(swarm: dict[str, Any], field: str) -> None:
     with pytest.raises(ConfigError, match=field):
         parse_config({"replicas": {"backend": "swarm", "swarm": swarm}})
+
+
+async def test_the_tasks_health_check_passes_only_on_a_200() -> None:
+    # The check Swarm runs in each task (bash in the replica image), against a real server.
+    statuses = {"/heartbeat": 200, "/broken": 500}
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.Response(status=statuses[request.path])
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        for path, passes in (("/heartbeat", True), ("/broken", False)):
+            check = await asyncio.create_subprocess_exec(
+                "bash", "-c", health_script(path), env={**os.environ, "PORT": str(port)}
+            )
+            assert (await check.wait() == 0) is passes, path
+    finally:
+        await runner.cleanup()
+    # Nothing listening: fails too.
+    check = await asyncio.create_subprocess_exec(
+        "bash", "-c", health_script("/heartbeat"), env={**os.environ, "PORT": str(port)},
+        stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    assert await check.wait() != 0

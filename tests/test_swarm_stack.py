@@ -26,6 +26,9 @@ PY = sys.executable
 SOCKET = "/var/run/docker.sock"
 #: Swarm's label on every task container.
 SERVICE_LABEL = "com.docker.swarm.service.name"
+#: The stack's admin token (`make swarm-up` hands it to the balancers as a Swarm secret).
+TOKEN = "swarm-test-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def swarm_state() -> tuple[str, bool]:
@@ -87,6 +90,7 @@ class Stack:
             "LBPROXY_SWARM_SERVICE": self.service,
             "LBPROXY_SWARM_NETWORK": self.network,
             "LBPROXY_PORT": str(self.port),
+            "LBPROXY_ADMIN_TOKEN": TOKEN,
         }
 
     def tool(self, command: str, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -97,6 +101,7 @@ class Stack:
             capture_output=True,
             text=True,
             timeout=240,
+            env=self.env(),
         )
 
 
@@ -133,7 +138,7 @@ async def owners(url: str, keys: list[str]) -> dict[str, str]:
 async def admin(method: str, url: str, body: Any = None) -> tuple[int, Any]:
     async with (
         aiohttp.ClientSession() as session,
-        session.request(method, url, json=body) as r,
+        session.request(method, url, json=body, headers=AUTH) as r,
     ):
         return r.status, (await r.json())["message"]
 
@@ -188,6 +193,11 @@ async def test_add_and_rm_scale_the_replica_service(stack: Stack) -> None:
     names = [f"{stack.service}-{s}" for s in (1, 2, 3)]
     assert await rep(stack.url) == names
 
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{stack.url}/add", json={"n": 1}) as r,
+    ):
+        assert r.status == 401, "the token reached the balancer (as a secret)"
     status, message = await admin("POST", f"{stack.url}/add", {"n": 2})
     assert status == 200, message
     assert sorted(message["replicas"]) == [*names, f"{stack.service}-4", f"{stack.service}-5"]
@@ -249,6 +259,40 @@ async def test_a_killed_task_is_healed_in_its_slot_and_the_ring_follows(stack: S
     assert await task_container(stack.service, 2) != container
 
 
+async def test_a_rolling_update_fails_no_request_and_keeps_every_key_on_its_slot(
+    stack: Stack,
+) -> None:
+    ids = keys(300)
+    before = await owners(stack.url, ids)
+    old = {await task_container(stack.service, s) for s in (1, 2, 3)}
+    outcomes: list[int | str] = []
+    done = asyncio.Event()
+
+    async def load() -> None:
+        async with aiohttp.ClientSession() as session:
+            for i in range(1_000_000):
+                if done.is_set():
+                    return
+                headers = {"X-Request-Id": ids[i % len(ids)]}
+                try:
+                    async with session.get(f"{stack.url}/home", headers=headers) as r:
+                        await r.read()
+                        outcomes.append(r.status)
+                except aiohttp.ClientError as e:
+                    outcomes.append(type(e).__name__)
+
+    clients = [asyncio.create_task(load()) for _ in range(4)]
+    try:
+        # Every task replaced, one slot at a time, the new one started before the old stops.
+        await docker_cli("service", "update", "--force", "--detach=false", "-q", stack.service)
+    finally:
+        done.set()
+        await asyncio.gather(*clients)
+    assert outcomes and all(o == 200 for o in outcomes), sorted(set(map(str, outcomes)))
+    assert await owners(stack.url, ids) == before
+    assert not old & {await task_container(stack.service, s) for s in (1, 2, 3)}
+
+
 async def test_a_second_balancer_on_the_overlay_agrees_with_the_deployed_one(
     stack: Stack,
 ) -> None:
@@ -257,6 +301,7 @@ async def test_a_second_balancer_on_the_overlay_agrees_with_the_deployed_one(
     await docker_cli(
         "run", "-d", "--name", name, "--network", stack.network,
         "-p", f"127.0.0.1:{port}:5000", "-v", f"{SOCKET}:{SOCKET}",
+        "-e", f"LBPROXY_ADMIN_TOKEN={TOKEN}",
         "lbproxy/lb:latest", "run", "--backend", "swarm",
         f"--set=replicas.swarm.service={stack.service}",
         f"--set=replicas.swarm.network={stack.network}",
@@ -328,6 +373,10 @@ def test_make_swarm_down_leaves_nothing(stack: Stack) -> None:
     ):
         found = subprocess.run(["docker", kind, "inspect", name], capture_output=True)
         assert found.returncode != 0, f"{kind} {name} is still there"
+    found = subprocess.run(
+        ["docker", "secret", "inspect", f"{stack.balancer}-admin-token"], capture_output=True
+    )
+    assert found.returncode != 0, "the token's secret is still there"
     for service in (stack.balancer, stack.service):
         left = subprocess.run(
             ["docker", "ps", "-aq", "--filter", f"label={SERVICE_LABEL}={service}"],

@@ -26,7 +26,10 @@ def make_backend(config: Config) -> Backend:
         from ._swarm import SwarmBackend  # aiodocker is needed only for the Docker backends
 
         return SwarmBackend(
-            config.replicas.swarm, config.replicas.count, stop_timeout=config.replicas.stop_timeout
+            config.replicas.swarm,
+            config.replicas.count,
+            stop_timeout=config.replicas.stop_timeout,
+            health_path=config.health.path,
         )
     if config.replicas.backend == "docker":
         return DockerBackend(config.replicas.docker, stop_timeout=config.replicas.stop_timeout)

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import shlex
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
@@ -51,6 +52,25 @@ SCALE_ATTEMPTS = 8
 SCALE_DOWN_WAIT = 15.0
 #: The pace at which the tasks are listed while a scale-down is carried out.
 SCALE_DOWN_POLL = 0.2
+#: Swarm's own heartbeat of each task (bash, which the replica image has, speaks just enough
+#: HTTP): until it first passes, Swarm does not count a task as running, so a rolling update
+#: stops the old task only once the new one answers, and it restarts a task that hangs.
+HEALTH_SCRIPT = (
+    "exec 3<>/dev/tcp/127.0.0.1/$PORT && printf '%s\\r\\n\\r\\n' {request} >&3 "
+    '&& read -r status <&3 && [[ "$status" == *" 200 "* ]]'
+)
+
+
+def health_script(path: str) -> str:
+    """The task's health check: ``GET path`` answered 200 on its own port."""
+    return HEALTH_SCRIPT.replace("{request}", shlex.quote(f"GET {path} HTTP/1.0"))
+
+
+HEALTH_INTERVAL = 0.5
+HEALTH_TIMEOUT = 2.0
+HEALTH_RETRIES = 3
+#: Failed checks while a task starts do not count for this long (a first pass ends it).
+HEALTH_START_PERIOD = 20.0
 #: Container actions that mean a task is gone.
 DEATH_EVENTS = frozenset({"die", "oom"})
 #: Labels Swarm puts on a task's container.
@@ -139,7 +159,11 @@ def serving_by_slot(tasks: Iterable[Task], dead: Collection[str] = ()) -> dict[i
 
 
 def service_spec(
-    config: SwarmBackendConfig, image_id: str, count: int, stop_timeout: float
+    config: SwarmBackendConfig,
+    image_id: str,
+    count: int,
+    stop_timeout: float,
+    health_path: str = "/heartbeat",
 ) -> dict[str, Any]:
     """The replica service: ``count`` tasks of the replica image on the overlay network."""
     env = {**config.environment, "SERVER_ID": SLOT_NAME, "PORT": str(config.port)}
@@ -155,6 +179,13 @@ def service_spec(
                 # A tiny init as PID 1 forwards signals and reaps children.
                 "Init": True,
                 "StopGracePeriod": nanoseconds(stop_timeout),
+                "Healthcheck": {
+                    "Test": ["CMD", "bash", "-c", health_script(health_path)],
+                    "Interval": nanoseconds(HEALTH_INTERVAL),
+                    "Timeout": nanoseconds(HEALTH_TIMEOUT),
+                    "Retries": HEALTH_RETRIES,
+                    "StartPeriod": nanoseconds(HEALTH_START_PERIOD),
+                },
             },
             "RestartPolicy": {
                 "Condition": "any",
@@ -192,8 +223,15 @@ def swarm_problem(info: dict[str, Any]) -> str | None:
 class SwarmBackend:
     manages_lifecycle = True
 
-    def __init__(self, config: SwarmBackendConfig, count: int, stop_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        config: SwarmBackendConfig,
+        count: int,
+        stop_timeout: float = 5.0,
+        health_path: str = "/heartbeat",
+    ) -> None:
         self._config = config
+        self._health_path = health_path
         #: N for a service this balancer creates; an existing one keeps its own.
         self._count = count
         self._stop_timeout = stop_timeout
@@ -384,8 +422,8 @@ class SwarmBackend:
             task = by_id.get(task_id)
             if task_id in self._dead or task is None:
                 why = "task's container died" if task_id in self._dead else "task was removed"
-            elif task.serving:
-                why = f"task {serving.id[:12] if serving else '?'} replaced it (rolling update)"
+            elif serving is not None and task.state == "running":
+                why = f"task {serving.id[:12]} took over its slot (rolling update)"
             else:
                 why = f"task is {task.state}" + (f": {task.message}" if task.message else "")
             self._died(task_id, why)
@@ -536,7 +574,9 @@ class SwarmBackend:
             except aiodocker.DockerError as e:
                 if e.status != 404:
                     raise BackendError(f"cannot inspect service {name!r}: {e.message}") from e
-            spec = service_spec(self._config, image_id, self._count, self._stop_timeout)
+            spec = service_spec(
+                self._config, image_id, self._count, self._stop_timeout, self._health_path
+            )
             try:
                 created = await docker._query_json(
                     "services/create", method="POST", data=json.dumps(spec)
