@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aiodocker
-from aiodocker.events import DockerEvents
 
 from .._config import SwarmBackendConfig
 from .._errors import BackendError
 from ._base import ReplicaHandle
-from ._docker import EVENTS_BACKOFF_MAX, EVENTS_REPLAY, missing_image_message
+from ._docker import docker_client, follow_events, missing_image_message
+from ._exits import Exits
 
 log = logging.getLogger("lbproxy.swarm")
 
@@ -244,8 +244,7 @@ class SwarmBackend:
         self._desired: frozenset[int] = frozenset()
         #: The replicas handed out (by task id) and when each stopped serving.
         self._handles: dict[str, ReplicaHandle] = {}
-        self._exits: dict[str, asyncio.Event] = {}
-        self._reasons: dict[str, str] = {}
+        self._exits = Exits()
         #: Replaced (then set) whenever what is known of the tasks changes.
         self._pulse = asyncio.Event()
         #: Set to have the tasks listed again now.
@@ -253,10 +252,7 @@ class SwarmBackend:
 
     def _client(self) -> aiodocker.Docker:
         if self._docker is None:
-            try:
-                self._docker = aiodocker.Docker(url=self._config.url)
-            except (ValueError, OSError) as e:
-                raise BackendError(f"cannot use the Docker engine: {e}") from e
+            self._docker = docker_client(self._config.url)
         return self._docker
 
     # -- the Orchestrator interface --------------------------------------------------------
@@ -361,11 +357,7 @@ class SwarmBackend:
         self._forget(handle.ident)
 
     async def wait_exit(self, handle: ReplicaHandle) -> str:
-        event = self._exits.get(handle.ident)
-        if event is None:
-            return "not running"
-        await event.wait()
-        return self._reasons.get(handle.ident, "task stopped")
+        return await self._exits.wait(handle.ident, "task stopped")
 
     async def list(self) -> list[ReplicaHandle]:
         await self._refresh()
@@ -395,22 +387,16 @@ class SwarmBackend:
     def _track(self, task: Task, restarts: int = 0) -> ReplicaHandle:
         handle = self._handle(task, restarts)
         self._handles[task.id] = handle
-        self._exits.setdefault(task.id, asyncio.Event())
+        self._exits.track(task.id)
         self._check_tracked()
         return handle
 
     def _forget(self, task_id: str) -> None:
         self._handles.pop(task_id, None)
-        self._reasons.pop(task_id, None)
-        event = self._exits.pop(task_id, None)
-        if event is not None:
-            event.set()
+        self._exits.forget(task_id)
 
     def _died(self, task_id: str, reason: str) -> None:
-        event = self._exits.get(task_id)
-        if event is not None and not event.is_set():
-            self._reasons[task_id] = reason
-            event.set()
+        self._exits.died(task_id, reason)
 
     def _check_tracked(self) -> None:
         """Each replica handed out that no longer serves its slot has ended."""
@@ -496,27 +482,12 @@ class SwarmBackend:
                 log.warning("cannot follow service %s: %s", self._config.service, e)
 
     async def _follow_events(self) -> None:
-        docker = self._client()
-        delay = 0.5
-        since = time.time() - EVENTS_REPLAY
-        filters = {"type": ["container", "service"]}
-        while True:
-            events = DockerEvents(docker)
-            subscriber = events.subscribe(create_task=False)
-            pump = asyncio.ensure_future(events.run(filters=filters, since=f"{since:.6f}"))
-            try:
-                self._stale.set()  # whatever happened while the stream was down
-                while (event := await subscriber.get()) is not None:
-                    self._on_event(event)
-                    delay = 0.5
-            finally:
-                pump.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await pump
-            since = time.time() - EVENTS_REPLAY
-            log.warning("Docker event stream ended; reconnecting in %.1fs", delay)
-            await asyncio.sleep(delay)
-            delay = min(EVENTS_BACKOFF_MAX, delay * 2)
+        await follow_events(
+            self._client(), {"type": ["container", "service"]}, self._catch_up, self._on_event
+        )
+
+    async def _catch_up(self) -> None:
+        self._stale.set()  # whatever happened while the stream was down: listed again
 
     def _on_event(self, event: dict[str, Any]) -> None:
         attributes = (event.get("Actor") or {}).get("Attributes") or {}
