@@ -16,7 +16,7 @@ from pathlib import Path
 from ._balancer import BACKENDS, ExperimentError
 from ._load import uniform_ids
 from ._results import Report, write_json
-from ._settings import HASHES, RESULTS, Settings
+from ._settings import HASHES, OUT, Settings
 
 #: Every experiment, in the order they run. 4 compares the runs of 1 and 2, so it runs them.
 EXPERIMENTS = ("1", "2", "3", "4", "movement", "zipf", "bounded")
@@ -66,8 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
         "-o",
         "--out",
         type=Path,
-        default=RESULTS,
-        help="output directory (default: experiments/results)",
+        default=OUT,
+        help="output directory (default: experiments/out, untracked; experiments/results holds "
+        "the committed results)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
     p.add_argument(

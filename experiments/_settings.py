@@ -16,12 +16,16 @@ from ._load import LoadResult, run_load
 #: experiment-4 variant, and lbproxy's default.
 HASHES: tuple[str, ...] = ("assignment", "modulo", "default")
 
+#: The committed results that experiments/README.md shows; a run writes here only when asked
+#: (``--out experiments/results``), so trying the experiments never rewrites tracked files.
 RESULTS = Path(__file__).resolve().parent / "results"
+#: Where a run writes by default (ignored by git).
+OUT = Path(__file__).resolve().parent / "out"
 
 
 @dataclass(frozen=True)
 class Settings:
-    out: Path = RESULTS
+    out: Path = OUT
     backend: BackendName = "process"
     requests: int = 10_000
     concurrency: int = 64

@@ -1,4 +1,4 @@
-"""Experiment 3: every endpoint against SPEC.md, and replicas killed while load runs.
+"""Experiment 3: every endpoint against the contract (docs/api.md), replicas killed under load.
 
 Part one sends each endpoint's success and error cases and checks status and message
 against the contract (and that no error changed the replica set). Part two learns which
@@ -41,7 +41,7 @@ _REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # -- part one: the endpoints ----------------------------------------------------------------
 
-#: SPEC.md's exact messages.
+#: the contract's (docs/api.md) exact messages.
 ADD_TOO_MANY = "<Error> Length of hostname list is more than newly added instances"
 RM_TOO_MANY = "<Error> Length of hostname list is more than removable instances"
 NO_ENDPOINT = "<Error> '/other' endpoint does not exist in server replicas"
@@ -682,7 +682,7 @@ def report3(s: Settings, cases: Sequence[CaseResult], run: KillRun) -> Report:
     total = len(run.answers)
     failed = sum(not a.ok for a in run.answers)
     md = (
-        f"Endpoints: {passed} of {len(cases)} cases as SPEC.md says.\n\n{endpoint_md}\n\n"
+        f"Endpoints: {passed} of {len(cases)} cases as the contract says.\n\n{endpoint_md}\n\n"
         f"![exp3](exp3_timeline.png)\n\n{kill_md}\n\n"
         f"{total:,} requests over {max((a.end for a in run.answers), default=0):.1f} s from a "
         f"pool of {run.pool} ids, {failed} failed ({run.errors or 'none'})."

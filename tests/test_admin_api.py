@@ -1,4 +1,4 @@
-"""/rep, /add and /rm on a real balancer with real replica processes, as SPEC.md words them."""
+"""/rep, /add and /rm on a real balancer with real replica processes, as docs/api.md has them."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Validation of /add and /rm bodies: SPEC.md's exact messages and a clear one for every mistake."""
+"""Validation of /add and /rm bodies: the contract's exact messages, a clear one per mistake."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ Parser = Any
 BOTH = pytest.mark.parametrize("error_of", [add_error, rm_error], ids=["add", "rm"])
 
 
-# --- SPEC.md's exact messages -------------------------------------------------------------------
+# --- the contract's exact messages (docs/api.md) ------------------------------------------------
 
 
 def test_add_spec_message_for_too_many_names() -> None:

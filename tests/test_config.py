@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from lbproxy._config import (
@@ -70,6 +71,22 @@ def test_repository_config_yaml_loads_and_equals_defaults() -> None:
     loaded = load_config(REPO_CONFIG)
     assert loaded == Config()
     assert loaded.model_dump() == Config().model_dump()
+
+
+def _leaves(tree: dict[str, Any], prefix: str = "") -> set[str]:
+    out: set[str] = set()
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out |= _leaves(value, f"{prefix}{key}.")
+        else:
+            out.add(prefix + key)
+    return out
+
+
+def test_repository_config_yaml_lists_every_setting() -> None:
+    """It says it lists every default: a setting missing from it would be a hidden default."""
+    written = _leaves(yaml.safe_load(REPO_CONFIG.read_text()))
+    assert written == _leaves(Config().model_dump())
 
 
 def test_load_config_reads_a_file(tmp_path: Path) -> None:

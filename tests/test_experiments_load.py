@@ -65,7 +65,7 @@ async def test_counts_come_from_the_answers_and_match_the_ring(tmp_path: Path):
         seen.setdefault(a.key, set()).add(a.replica or "")
     assert all(len(v) == 1 for v in seen.values())
     assert sorted({a.end >= a.start >= 0 for a in result.answers}) == [True]
-    # Errors are counted, not raised: a path the replicas do not serve is SPEC's 400.
+    # Errors are counted, not raised: a path the replicas do not serve is the contract's 400.
     assert bad.errors == Counter({"HTTP 400": 20}) and not bad.counts
 
 

@@ -40,7 +40,7 @@ async def test_endpoints_then_a_replica_killed_under_load(tmp_path: Path):
         run: KillRun = await kill_under_load(b, s, 1, pool_size=300, lead_in=0.5, gap=1.0)
         after = await b.rep()
         running = await b.replicas.running()
-    # Every case of SPEC.md as the contract says, and no error changed the replica set.
+    # Every case as the contract (docs/api.md) says, and no error changed the replica set.
     assert [(r.case.name, r.problems) for r in results if not r.ok] == []
     assert len(results) == len(CASES)
     (kill,) = run.kills

@@ -1,4 +1,4 @@
-"""The replica web server (SPEC "Replica server") as a real child process on a real port."""
+"""The replica web server (docs/api.md) as a real child process on a real port."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ SEED = 20240601
 
 
 def assignment_ids() -> list[str]:
-    """SPEC.md's simulation: 10,000 six-digit ids from random.Random(0)."""
+    """The contract's simulation (docs/api.md): 10,000 six-digit ids from random.Random(0)."""
     rng = random.Random(0)
     return [str(rng.randint(100000, 999999)) for _ in range(10_000)]
 

@@ -1,4 +1,4 @@
-"""The JSON answers the balancer gives of its own, in SPEC.md's shape."""
+"""The JSON answers the balancer gives of its own, in the contract's shape (docs/api.md)."""
 
 from __future__ import annotations
 
@@ -38,5 +38,5 @@ def failure_as_is(message: str, status: int = 400) -> Answer:
 
 
 def missing_endpoint(path: str) -> Answer:
-    """SPEC.md's exact answer for a path the replicas do not serve."""
+    """The contract's exact answer for a path the replicas do not serve."""
     return failure(f"'{path}' endpoint does not exist in server replicas", 400)

@@ -1,4 +1,4 @@
-"""The replica web server: ``GET /home`` and ``GET /heartbeat`` as SPEC.md says, 404 elsewhere.
+"""The replica web server: ``GET /home``, ``GET /heartbeat`` (docs/api.md), 404 elsewhere.
 
 Run it with ``python -m lbproxy.replica`` (or ``lbproxy replica``). Its id comes from
 ``--id``/``SERVER_ID`` (default: the hostname), its port from ``--port``/``PORT`` (default 5000);
