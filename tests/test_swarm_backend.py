@@ -13,7 +13,7 @@ from aiohttp import web
 
 from conftest import free_port
 from lbproxy._config import parse_config
-from lbproxy._errors import ConfigError
+from lbproxy._errors import BackendError, ConfigError
 from lbproxy.backends import make_backend
 from lbproxy.backends._orchestrator import Orchestrator
 from lbproxy.backends._swarm import (
@@ -22,6 +22,8 @@ from lbproxy.backends._swarm import (
     created_key,
     desired_slots,
     health_script,
+    pinned_image,
+    replicated,
     service_spec,
     serving_by_slot,
     swarm_problem,
@@ -176,3 +178,18 @@ async def test_the_tasks_health_check_passes_only_on_a_200() -> None:
         stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     assert await check.wait() != 0
+
+
+def test_only_a_replicated_service_can_hold_the_replicas() -> None:
+    service = {"ID": "x", "Spec": {"Name": "lb", "Mode": {"Global": {}}}}
+    with pytest.raises(BackendError, match="not a replicated service"):
+        replicated(service)
+    ok = {"ID": "y", "Spec": {"Name": "web", "Mode": {"Replicated": {"Replicas": 0}}}}
+    assert replicated(ok) is ok
+
+
+def test_the_image_is_pinned_by_digest_or_else_by_id() -> None:
+    local = {"Id": "sha256:abc", "RepoDigests": []}
+    assert pinned_image(local) == "sha256:abc"
+    pushed = {"Id": "sha256:abc", "RepoDigests": ["lbproxy/server@sha256:def"]}
+    assert pinned_image(pushed) == "lbproxy/server@sha256:def"

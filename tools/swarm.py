@@ -65,9 +65,11 @@ def exists(kind: str, name: str) -> bool:
 
 
 def image_id(image: str) -> str:
-    """The local image's id: a service naming it so never makes a node try to pull it."""
+    """How the service names the image: its registry digest if it has one (pulled or pushed),
+    else its local id, which no node tries to pull (as backends/_swarm.py does)."""
+    pinned = "{{if .RepoDigests}}{{index .RepoDigests 0}}{{else}}{{.Id}}{{end}}"
     try:
-        return docker("image", "inspect", "--format", "{{.Id}}", image)
+        return docker("image", "inspect", "--format", pinned, image)
     except Refused:
         raise Refused(f"image {image} is missing: build it with `make images`") from None
 

@@ -172,7 +172,7 @@ def service_spec(
         "Labels": {LABEL: "replicas", LABEL_IMAGE: config.image},
         "TaskTemplate": {
             "ContainerSpec": {
-                # By id: a node never tries to pull it (there is no registry to pull from).
+                # By id or digest: a node never pulls a tag that may have moved.
                 "Image": image_id,
                 "Hostname": SLOT_NAME,
                 "Env": [f"{k}={v}" for k, v in env.items()],
@@ -201,6 +201,26 @@ def service_spec(
         # no IPVS for VIPs anyway).
         "EndpointSpec": {"Mode": "dnsrr"},
     }
+
+
+def pinned_image(image: dict[str, Any]) -> str:
+    """How the service names the image (``docker image inspect``): by registry digest when
+    it came from (or went to) a registry, which nodes without it can pull and nodes with it
+    use as is; else by its local id, which no node tries to pull (docs/swarm.md)."""
+    digests = image.get("RepoDigests") or []
+    return str(digests[0] if digests else image["Id"])
+
+
+def replicated(service: dict[str, Any]) -> dict[str, Any]:
+    """``service`` if it is a replicated service (whose tasks have slots), else BackendError."""
+    mode = (service.get("Spec") or {}).get("Mode") or {}
+    if not isinstance((mode.get("Replicated") or {}).get("Replicas"), int):
+        name = (service.get("Spec") or {}).get("Name", "?")
+        raise BackendError(
+            f"service {name!r} is not a replicated service: its tasks have no slots "
+            "(replicas.swarm.service must name the replicas' own service)"
+        )
+    return service
 
 
 def swarm_problem(info: dict[str, Any]) -> str | None:
@@ -327,7 +347,7 @@ class SwarmBackend:
             raise BackendError(problem)
         image = self._config.image
         try:
-            image_id = (await docker.images.inspect(image))["Id"]
+            image_id = pinned_image(await docker.images.inspect(image))
         except aiodocker.DockerError as e:
             if e.status == 404:
                 raise BackendError(missing_image_message(image)) from None
@@ -428,7 +448,7 @@ class SwarmBackend:
             service: dict[str, Any] = await self._client().services.inspect(name)
         except aiodocker.DockerError as e:
             raise BackendError(f"cannot inspect service {name!r}: {e.message}") from e
-        return service
+        return replicated(service)
 
     async def _update(
         self, docker: aiodocker.Docker, service_id: str, version: int, spec: dict[str, Any]
@@ -539,7 +559,7 @@ class SwarmBackend:
         name = self._config.service
         for _ in range(2):
             try:
-                self._service_id = (await docker.services.inspect(name))["ID"]
+                self._service_id = replicated(await docker.services.inspect(name))["ID"]
                 log.info("following service %s", name)
                 return
             except aiodocker.DockerError as e:
