@@ -335,6 +335,22 @@ async def test_a_second_balancer_on_the_overlay_agrees_with_the_deployed_one(
         assert status == 200 and message["N"] == 3, message
         await eventually(lambda: agree(3), timeout=15, interval=0.1)
         assert await owners(second, ids) == await owners(stack.url, ids)
+
+        # Both at once: the loser of the race re-reads the spec and adds on top (3 + 1 + 1),
+        # neither undoes the other's change.
+        answers = await asyncio.gather(
+            admin("POST", f"{stack.url}/add", {"n": 1}), admin("POST", f"{second}/add", {"n": 1})
+        )
+        assert [status for status, _ in answers] == [200, 200], answers
+        await eventually(lambda: agree(5), timeout=15, interval=0.1)
+        assert await service_replicas(stack.service) == 5
+        answers = await asyncio.gather(
+            admin("DELETE", f"{stack.url}/rm", {"n": 1}), admin("DELETE", f"{second}/rm", {"n": 1})
+        )
+        assert [status for status, _ in answers] == [200, 200], answers
+        await eventually(lambda: agree(3), timeout=15, interval=0.1)
+        assert await service_replicas(stack.service) == 3
+        assert await owners(second, ids) == await owners(stack.url, ids)
     finally:
         await docker_cli("rm", "-f", name)
 
