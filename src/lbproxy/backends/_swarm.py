@@ -262,7 +262,8 @@ class SwarmBackend:
         self._dead: set[str] = set()
         self._serving: dict[int, Task] = {}
         self._desired: frozenset[int] = frozenset()
-        #: The replicas handed out (by task id) and when each stopped serving.
+        #: The replicas handed out, by task id: each ends (``_exits``) once it no longer serves
+        #: its slot.
         self._handles: dict[str, ReplicaHandle] = {}
         self._exits = Exits()
         #: Replaced (then set) whenever what is known of the tasks changes.
