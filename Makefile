@@ -27,13 +27,16 @@ COMPOSE ?= $(shell if docker compose version >/dev/null 2>&1; then echo "docker 
 	elif command -v docker-compose >/dev/null 2>&1; then echo docker-compose; fi)
 
 .PHONY: help venv run test lint format clean images up down logs compose-check experiments bench \
-	fuzz
+	fuzz swarm-up swarm-down
 
 help:
 	@echo "make up      build the images (offline if need be) and start the stack on port 5000"
 	@echo "make down    stop the stack and remove every container and network it made"
 	@echo "             (stopping or restarting the balancer alone keeps its replicas)"
 	@echo "make logs    follow the balancer's log"
+	@echo "make swarm-up    deploy to this engine's swarm: a balancer per node on port 5000"
+	@echo "             (host mode), the replicas as one Swarm service (docs/swarm.md)"
+	@echo "make swarm-down  remove the swarm services and their overlay network"
 	@echo "make run     run the balancer on port 5000 with local-process replicas (no Docker)"
 	@echo "             (make run BACKEND=docker: on the host, with container replicas)"
 	@echo "make test    create the virtual environment and run the whole test suite"
@@ -102,6 +105,27 @@ down: compose-check
 
 logs: compose-check
 	$(COMPOSE) logs -f
+
+# Docker Swarm (docs/swarm.md): the engine must belong to a swarm (`docker swarm init`).
+# LBPROXY_PUBLISH_MODE=ingress puts replicated balancers behind the routing mesh instead
+# (needs IPVS in the kernel; not tested here).
+export LBPROXY_SWARM_BALANCER ?= lbproxy
+export LBPROXY_SWARM_SERVICE ?= lbproxy-replicas
+export LBPROXY_SWARM_NETWORK ?= lbproxy-overlay
+export LBPROXY_PUBLISH_MODE ?= host
+SWARM_ARGS = --balancer $(LBPROXY_SWARM_BALANCER) --service $(LBPROXY_SWARM_SERVICE) \
+	--network $(LBPROXY_SWARM_NETWORK) --port $(LBPROXY_PORT)
+
+# Refuses before building anything when the engine is in no swarm.
+swarm-up: $(STAMP)
+	@$(PY) tools/swarm.py check
+	@command -v docker >/dev/null || { echo "make: the docker command is not installed" >&2; exit 1; }
+	$(PY) tools/images.py
+	$(PY) tools/swarm.py up $(SWARM_ARGS) --config-dir $(LBPROXY_CONFIG_DIR) \
+		--publish-mode $(LBPROXY_PUBLISH_MODE) --timeout $(UP_TIMEOUT)
+
+swarm-down: $(STAMP)
+	$(PY) tools/swarm.py down $(SWARM_ARGS)
 
 experiments: $(STAMP) $(if $(findstring docker,$(EXPERIMENTS_ARGS)),images)
 	$(PY) -m experiments $(EXPERIMENTS_ARGS)

@@ -358,6 +358,32 @@ def test_check_never_prints_the_admin_token(tmp_path: Path) -> None:
     assert short.returncode == 2 and "admin.token" in short.stderr
 
 
+def test_admin_token_from_a_file_a_secret_names(tmp_path: Path) -> None:
+    # How a Swarm secret reaches the balancer (docs/swarm.md): LBPROXY_ADMIN_TOKEN_FILE.
+    secret = tmp_path / "token"
+
+    def check(path: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [PY, "-m", "lbproxy", "run", "-c", str(tmp_path / "none.yaml"), "--check"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={**os.environ, "LBPROXY_ADMIN_TOKEN_FILE": str(path)},
+        )
+
+    secret.write_text(TOKEN + "\n")
+    (tmp_path / "none.yaml").write_text("{}\n")
+    result = check(secret)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["admin"]["token"] == "**********"
+    assert TOKEN not in result.stdout + result.stderr
+    secret.write_text("short")
+    result = check(secret)
+    assert result.returncode == 2 and "admin.token" in result.stderr
+    result = check(tmp_path / "missing")
+    assert result.returncode == 2 and "LBPROXY_ADMIN_TOKEN_FILE" in result.stderr
+
+
 async def test_admin_token_from_the_environment(
     tmp_path: Path, http: aiohttp.ClientSession
 ) -> None:

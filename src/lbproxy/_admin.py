@@ -18,6 +18,7 @@ from ._control import Controller
 from ._errors import (
     ChangeRefusedError,
     NameCheckError,
+    OrchestratorError,
     RequestError,
     ShuttingDownError,
 )
@@ -35,6 +36,7 @@ Listener = Literal["main", "admin"]
 _REFUSED_STATUS: dict[type[ChangeRefusedError], int] = {
     ShuttingDownError: 503,  # try again after the restart
     NameCheckError: 503,  # the backend (Docker) did not answer: try again
+    OrchestratorError: 503,  # Swarm did not answer: try again
 }
 
 

@@ -117,6 +117,39 @@ class DockerBackendConfig(_Model):
         return v
 
 
+class SwarmBackendConfig(_Model):
+    """Replicas as the tasks of one Docker Swarm service, which Swarm keeps (docs/swarm.md)."""
+
+    #: The replica service: adopted if it exists, else created with ``replicas.count`` tasks.
+    #: Its task in slot ``s`` is named (hostname and /home) ``<service>-<s>``.
+    service: str = Field("lbproxy-replicas", pattern=r"^[a-zA-Z0-9][a-zA-Z0-9-]{0,50}$")
+    #: The replica image (``make images`` builds it); the service names it by its local image
+    #: id, so no node ever tries to pull it (every node needs it: docs/swarm.md).
+    image: str = Field("lbproxy/server:latest", min_length=1)
+    #: The attachable overlay network of the replicas (created if missing); every balancer
+    #: must be attached to it.
+    network: str = Field("lbproxy-overlay", pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
+    #: Port the replica server listens on inside its task.
+    port: int = Field(5000, ge=1, le=65535)
+    #: Docker engine URL (a swarm manager's); None: DOCKER_HOST, else the local socket.
+    url: str | None = None
+    #: Swarm's wait before it restarts a dead task (its own default is 5 s). While it waits,
+    #: the slot's keys are served by the next replicas; 1 s brings them home sooner and still
+    #: spaces out the restarts of a task that keeps crashing (docs/swarm.md).
+    restart_delay: float = Field(1.0, ge=0, le=3600)
+    #: How often the service's tasks are listed besides the event stream, which only reports
+    #: this node's containers: tasks on other nodes are followed at this pace (and by
+    #: heartbeats).
+    poll_interval: Seconds = 2.0
+    #: Extra environment for every task (SERVER_ID and PORT are set per slot).
+    environment: dict[str, str] = {}
+
+    @field_validator("environment")
+    @classmethod
+    def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
+        return DockerBackendConfig._env_names(v)
+
+
 class StaticReplica(_Model):
     hostname: str
     address: str
@@ -142,7 +175,7 @@ class StaticReplica(_Model):
 class ReplicasConfig(_Model):
     count: int = Field(DEFAULT_REPLICAS, ge=0)
     max: int = Field(DEFAULT_MAX_REPLICAS, ge=1, le=4096)
-    backend: Literal["process", "docker", "static"] = "process"
+    backend: Literal["process", "docker", "static", "swarm"] = "process"
     #: Prefix of generated hostnames: ``<prefix>-<n>`` at start, ``<prefix>-<random>`` later.
     name_prefix: str = Field("server", pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,40}$")
     #: How long a stopping replica gets before it is killed.
@@ -152,6 +185,7 @@ class ReplicasConfig(_Model):
     drain_timeout: Seconds = 30.0
     process: ProcessBackendConfig = ProcessBackendConfig()
     docker: DockerBackendConfig = DockerBackendConfig()
+    swarm: SwarmBackendConfig = SwarmBackendConfig()
     static: list[StaticReplica] = []
     #: Weight of every replica not named in ``weights`` (nor given one in ``static``).
     weight: Weight = 1.0

@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 from ._admin_input import parse_add, parse_rm
 from ._config import Config
@@ -24,6 +25,8 @@ from ._errors import (
     FixedReplicasError,
     NameCheckError,
     NameTakenError,
+    OrchestratorError,
+    RequestError,
     ShuttingDownError,
 )
 from ._names import random_name
@@ -31,8 +34,11 @@ from ._pool import Pool, Replica
 from ._replica_handle import ReplicaHandle
 from ._supervisor import Supervisor
 from .backends import Backend
+from .backends._orchestrator import Orchestrator
 
 log = logging.getLogger("lbproxy")
+
+T = TypeVar("T")
 
 
 class Controller:
@@ -71,6 +77,11 @@ class Controller:
         """Hostnames a new replica may not take: the pool's and those still draining."""
         return [*self.pool.hostnames(), *(r.hostname for r in self.draining())]
 
+    @property
+    def orchestrator(self) -> Orchestrator | None:
+        """The backend, when an orchestrator keeps the replicas (the pool follows it)."""
+        return self._backend if isinstance(self._backend, Orchestrator) else None
+
     async def add_checked(self, raw: bytes) -> list[Replica]:
         """/add: validate the body ``raw`` against the pool and add, as one step; then wait
         until the new replicas serve, or a concurrent /rm took them out again, or
@@ -80,14 +91,17 @@ class Controller:
         cap = config.replicas.max
         async with self._lock:
             self._refuse_if_closing()
-            req = parse_add(raw, self.in_use(), len(self.pool), cap)
-            if req.hostnames:
-                await self._check_available(req.hostnames)
-                # That asked the backend (I/O): check again what may have changed meanwhile
-                # (a keeper renames a replacement; shutdown may have begun).
-                self._refuse_if_closing()
+            if self.orchestrator is not None:
+                added = await self._add_orchestrated(self.orchestrator, raw, cap)
+            else:
                 req = parse_add(raw, self.in_use(), len(self.pool), cap)
-            added = self._add(req.n, req.hostnames)
+                if req.hostnames:
+                    await self._check_available(req.hostnames)
+                    # That asked the backend (I/O): check again what may have changed
+                    # meanwhile (a keeper renames a replacement; shutdown may have begun).
+                    self._refuse_if_closing()
+                    req = parse_add(raw, self.in_use(), len(self.pool), cap)
+                added = self._add(req.n, req.hostnames)
         await self._supervisor.wait_up(added, config.health.startup_timeout)
         self._refuse_if_closing()
         return added
@@ -97,8 +111,95 @@ class Controller:
         self._refuse_if_fixed("remove")
         async with self._lock:
             self._refuse_if_closing()
+            if self.orchestrator is not None:
+                return await self._remove_orchestrated(self.orchestrator, raw)
             req = parse_rm(raw, self.pool.hostnames())
             return await self._remove(req.n, req.hostnames)
+
+    # -- following an orchestrator (docs/swarm.md) -----------------------------------------
+
+    async def _add_orchestrated(
+        self, orchestrator: Orchestrator, raw: bytes, cap: int
+    ) -> list[Replica]:
+        """/add as a bigger replica count. The orchestrator puts new replicas in the lowest
+        free slots and names each for its slot, so the hostnames given must be those names
+        (any order); a request that names others is refused, changing nothing."""
+        await self._follow(orchestrator, await _asked(orchestrator.slots()))
+        req = parse_add(raw, self.in_use(), len(self.pool), cap)
+        slots = self.pool.free_slots(req.n)
+        names = [orchestrator.name_of(s) for s in slots]
+        stray = [h for h in req.hostnames if h.lower() not in {n.lower() for n in names}]
+        if stray:
+            raise RequestError(
+                f"<Error> Hostname {stray[0]!r} cannot be given: with the swarm backend each "
+                f"replica is named for its slot, and this /add adds {', '.join(names)}"
+            )
+        self._refuse_if_closing()
+        await self._follow(orchestrator, await _asked(orchestrator.scale_by(req.n)))
+        return [r for s in slots if (r := self.pool.replicas.get(s)) is not None]
+
+    async def _remove_orchestrated(self, orchestrator: Orchestrator, raw: bytes) -> list[Replica]:
+        """/rm as a smaller replica count. Swarm alone chooses which tasks a scale-down
+        removes, so /rm takes ``n`` only: named replicas are refused (400), not silently
+        swapped for others."""
+        await self._follow(orchestrator, await _asked(orchestrator.slots()))
+        req = parse_rm(raw, self.pool.hostnames())
+        if req.hostnames:
+            raise RequestError(
+                "<Error> With the swarm backend Swarm chooses which replicas a scale-down "
+                'removes: /rm takes only n (e.g. {"n": 1}), not hostnames'
+            )
+        before = dict(self.pool.replicas)
+        await self._follow(orchestrator, await _asked(orchestrator.scale_by(-req.n)))
+        return [r for s, r in before.items() if s not in self.pool.replicas]
+
+    async def follow(
+        self,
+        orchestrator: Orchestrator,
+        slots: frozenset[int],
+        adopted: Sequence[ReplicaHandle] = (),
+    ) -> list[Replica]:
+        """Make the pool's slots ``slots``; returns the replicas added."""
+        async with self._lock:
+            return await self._follow(orchestrator, slots, adopted)
+
+    async def follow_forever(self, orchestrator: Orchestrator) -> None:
+        """Keep the pool's slots the orchestrator's, whoever changes them (another balancer,
+        `docker service scale`), for as long as the balancer runs."""
+        while not self.closing:
+            slots = await orchestrator.changed(frozenset(self.pool.replicas))
+            async with self._lock:
+                if not self.closing:
+                    await self._follow(orchestrator, slots)
+
+    async def _follow(
+        self,
+        orchestrator: Orchestrator,
+        slots: frozenset[int],
+        adopted: Sequence[ReplicaHandle] = (),
+    ) -> list[Replica]:
+        """``follow`` with ``lock`` held: slots that went are retired (drained; the backend
+        stops nothing), new ones are kept by a keeper that waits for their task."""
+        gone = [r for s, r in self.pool.replicas.items() if s not in slots]
+        for r in gone:
+            self.pool.remove(r.slot)
+            self._supervisor.retire(r)
+        handles = {h.slot: h for h in adopted}
+        added = []
+        for slot in sorted(slots - set(self.pool.replicas)):
+            replica = self.pool.add(slot, orchestrator.name_of(slot))
+            handle = handles.get(slot)
+            if handle is not None:
+                replica.handle = handle
+                replica.restarts = handle.restarts
+            self._supervisor.launch(replica)
+            added.append(replica)
+        if gone:
+            await self.pool.refresh_ring()
+            log.info("Swarm removed %s", ", ".join(r.hostname for r in gone))
+        if added:
+            log.info("following %s", ", ".join(r.hostname for r in added))
+        return added
 
     def _add(self, n: int, hostnames: Sequence[str] = ()) -> list[Replica]:
         """Add ``n`` replicas (named ones first, the rest named at random). Hold the lock."""
@@ -145,6 +246,12 @@ class Controller:
         async with self._lock:
             if self.closing or not self._backend.manages_lifecycle:
                 return
+            if self.orchestrator is not None:
+                try:
+                    await self.orchestrator.scale_to(count)
+                except BackendError as e:
+                    log.error("cannot scale to replicas.count=%d: %s", count, e)
+                return  # the pool follows the orchestrator
             have = len(self.pool)
             if count != have:
                 log.info("replica count %d -> %d", have, count)
@@ -183,3 +290,11 @@ class Controller:
                     name = random_name(prefix, [*taken, *names])
                 names.append(name)
         return replicas + self._add(missing, names)
+
+
+async def _asked(request: Awaitable[T]) -> T:
+    """An orchestrator's answer; when it cannot give one, the change is refused (503)."""
+    try:
+        return await request
+    except BackendError as e:
+        raise OrchestratorError(str(e)) from e

@@ -46,6 +46,10 @@ class NameCheckError(ChangeRefusedError):
     """The backend could not tell whether the asked-for hostnames are free."""
 
 
+class OrchestratorError(ChangeRefusedError):
+    """The orchestrator (Docker Swarm) that keeps the replicas could not be asked or told."""
+
+
 class BackendError(LbproxyError):
     """A replica backend could not start, find or stop a replica."""
 

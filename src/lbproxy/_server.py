@@ -25,6 +25,7 @@ from ._replica_handle import ReplicaHandle
 from ._supervisor import Supervisor
 from ._tasks import TaskSet
 from .backends import Backend, make_backend
+from .backends._orchestrator import Orchestrator
 from .transport import HttptoolsTransport, Transport
 
 log = logging.getLogger("lbproxy")
@@ -125,7 +126,12 @@ class Server:
             sock.close()
             admin_sock.close()
             raise
-        initial = self.control.start_initial(adopted)
+        if isinstance(self.backend, Orchestrator):
+            # The orchestrator's N and slots, not replicas.count: the pool follows them.
+            initial = await self.control.follow(self.backend, await self.backend.slots(), adopted)
+            self.tasks.spawn(self.control.follow_forever(self.backend), name="follow")
+        else:
+            initial = self.control.start_initial(adopted)
         # Open the port once the replicas answer, so the first client is served, not refused.
         first, wait = initial, cfg.health.startup_timeout
         taken_over = {h.slot for h in adopted}
@@ -234,7 +240,7 @@ class Server:
         """The replicas left running by an earlier balancer that fit under replicas.max;
         the others (highest slots) are stopped."""
         cap = self.config.replicas.max
-        if len(handles) <= cap:
+        if len(handles) <= cap or isinstance(self.backend, Orchestrator):
             return handles
         keep, extra = handles[:cap], handles[cap:]
         log.warning("stopping %d running replicas above replicas.max (%d)", len(extra), cap)

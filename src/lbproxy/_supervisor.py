@@ -32,6 +32,7 @@ from ._pool import Pool, Replica, State
 from ._replica_handle import ReplicaHandle
 from ._tasks import TaskSet
 from .backends import Backend
+from .backends._orchestrator import Orchestrator
 
 log = logging.getLogger("lbproxy.supervisor")
 
@@ -222,6 +223,8 @@ class Supervisor:
                 replica.handle = await self._backend.start(
                     replica.hostname, replica.slot, replica.restarts
                 )
+                # An orchestrator names the replica (for its slot).
+                replica.hostname = replica.handle.hostname
             except NameInUseError as e:
                 # The slot must be served: under another name, since this one is not ours.
                 replica.hostname = self._fresh_name()
@@ -311,7 +314,9 @@ class Supervisor:
             return  # a static server comes back by itself or not at all
         # The replacement starts at once; a hung replica may take stop_timeout to go.
         self._stop_in_background(replica)
-        old, replica.hostname = replica.hostname, self._fresh_name()
+        old = replica.hostname
+        if not isinstance(self._backend, Orchestrator):  # which restarts it under its name
+            replica.hostname = self._fresh_name()
         replica.restarts += 1
         log.warning("replacing %s in slot %d with %s", old, replica.slot, replica.hostname)
 

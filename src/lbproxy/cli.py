@@ -31,7 +31,9 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="path of config.yaml (default: ./config.yaml); edits are applied live",
     )
     p.add_argument(
-        "--backend", choices=["process", "docker", "static"], help="override replicas.backend"
+        "--backend",
+        choices=["process", "docker", "static", "swarm"],
+        help="override replicas.backend",
     )
     p.add_argument("--host", help="override listen.host")
     p.add_argument("--port", type=int, help="override listen.port")
@@ -90,9 +92,23 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "replicas.count": args.replicas,
         # From the environment, so the secret need not sit in config.yaml; empty is unset
         # (compose passes the variable through even when the host has none).
-        "admin.token": os.environ.get(TOKEN_ENV) or None,
+        "admin.token": os.environ.get(TOKEN_ENV) or _token_file(),
     }
     return {**dict(args.settings), **{k: v for k, v in flags.items() if v is not None}}
+
+
+def _token_file() -> str | None:
+    """The token from the file ``LBPROXY_ADMIN_TOKEN_FILE`` names (a Docker or Swarm secret,
+    which unlike an environment variable does not show in `docker inspect`)."""
+    from ._config import TOKEN_ENV
+
+    path = os.environ.get(f"{TOKEN_ENV}_FILE")
+    if not path:
+        return None
+    try:
+        return Path(path).read_text(encoding="utf-8").strip() or None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{TOKEN_ENV}_FILE: cannot read {path}: {e}") from None
 
 
 def _load(args: argparse.Namespace, overrides: dict[str, Any]) -> Config:
@@ -130,8 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
     )
-    overrides = _overrides(args)
     try:
+        overrides = _overrides(args)
         config = _load(args, overrides)
     except ConfigError as e:
         print(f"lbproxy: invalid configuration: {e}", file=sys.stderr)

@@ -50,6 +50,15 @@ def make_backend(config: Config) -> Backend:
         from ._static import StaticBackend
 
         return StaticBackend(replicas.static)
+    if replicas.backend == "swarm":
+        from ._swarm import SwarmBackend
+
+        return SwarmBackend(
+            replicas.swarm,
+            replicas.count,
+            stop_timeout=replicas.stop_timeout,
+            health_path=config.health.path,
+        )
     if replicas.backend == "docker":
         from ._docker import DockerBackend
 

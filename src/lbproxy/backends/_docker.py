@@ -14,7 +14,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 import aiodocker
@@ -24,6 +24,7 @@ from .._config import DockerBackendConfig
 from .._errors import BackendError, NameInUseError
 from .._names import name_problem
 from .._replica_handle import ReplicaHandle
+from ._exits import Exits
 
 log = logging.getLogger("lbproxy.docker")
 
@@ -46,6 +47,14 @@ def missing_image_message(image: str) -> str:
         f"image {image!r} is not on this Docker engine, and lbproxy never pulls: "
         "build it with `make images` (or set replicas.docker.image)"
     )
+
+
+def docker_client(url: str | None) -> aiodocker.Docker:
+    """A client of the engine at ``url`` (None: DOCKER_HOST, else the local socket)."""
+    try:
+        return aiodocker.Docker(url=url)
+    except (ValueError, OSError) as e:
+        raise BackendError(f"cannot use the Docker engine: {e}") from e
 
 
 def death_reason(event: dict[str, Any]) -> str:
@@ -84,6 +93,40 @@ def replica_of(container: dict[str, Any], network: str, port: int) -> ReplicaHan
     return ReplicaHandle(hostname, slot, f"{ip}:{port}", container["Id"], restarts)
 
 
+async def follow_events(
+    docker: aiodocker.Docker,
+    filters: dict[str, list[str]],
+    on_connect: Callable[[], Awaitable[None]],
+    on_event: Callable[[dict[str, Any]], None],
+) -> None:
+    """Follow the engine's events matching ``filters`` for ever, reconnecting when the stream
+    breaks. ``on_connect`` runs after each (re)connection, to catch up with what happened
+    while the stream was down (a missed death); events from a little before the connection
+    are replayed too (a replica adopted while it connects), and a replayed event is
+    harmless."""
+    delay = 0.5
+    since = time.time() - EVENTS_REPLAY
+    while True:
+        events = DockerEvents(docker)
+        subscriber = events.subscribe(create_task=False)
+        pump = asyncio.ensure_future(events.run(filters=filters, since=f"{since:.6f}"))
+        try:
+            await on_connect()
+            while (event := await subscriber.get()) is not None:
+                on_event(event)
+                delay = 0.5
+        except (aiodocker.DockerError, OSError, BackendError) as e:
+            log.warning("cannot catch up with the engine: %s", e)
+        finally:
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await pump
+        since = time.time() - EVENTS_REPLAY
+        log.warning("Docker event stream ended; reconnecting in %.1fs", delay)
+        await asyncio.sleep(delay)
+        delay = min(EVENTS_BACKOFF_MAX, delay * 2)
+
+
 class DockerBackend:
     manages_lifecycle = True
     #: The balancer names the replicas.
@@ -97,8 +140,7 @@ class DockerBackend:
         self._handles: dict[str, ReplicaHandle] = {}
         #: Set when a container's death is known; created before the container is started,
         #: so a death while it starts is not missed.
-        self._exits: dict[str, asyncio.Event] = {}
-        self._reasons: dict[str, str] = {}
+        self._exits = Exits()
         #: Removals that outlive the start() that needed them (see start).
         self._cleanups: set[asyncio.Task[None]] = set()
         #: The network was made by a balancer of this instance (not by compose or a user),
@@ -111,10 +153,7 @@ class DockerBackend:
 
     def _client(self) -> aiodocker.Docker:
         if self._docker is None:
-            try:
-                self._docker = aiodocker.Docker(url=self._config.url)
-            except (ValueError, OSError) as e:
-                raise BackendError(f"cannot use the Docker engine: {e}") from e
+            self._docker = docker_client(self._config.url)
         return self._docker
 
     # -- the Backend interface -------------------------------------------------------------
@@ -187,7 +226,7 @@ class DockerBackend:
             self._in_background(self._remove_created(create))
             raise
         cid: str = container.id
-        self._exits[cid] = asyncio.Event()
+        self._exits.track(cid)
         try:
             await container.start()
             info = await container.show()
@@ -235,11 +274,7 @@ class DockerBackend:
         self._forget(handle.ident)
 
     async def wait_exit(self, handle: ReplicaHandle) -> str:
-        event = self._exits.get(handle.ident)
-        if event is None:
-            return "not running"
-        await event.wait()
-        return self._reasons.get(handle.ident, "container stopped")
+        return await self._exits.wait(handle.ident, "container stopped")
 
     async def list(self) -> list[ReplicaHandle]:
         """This balancer's running replica containers, as the engine lists them."""
@@ -256,33 +291,13 @@ class DockerBackend:
         After each (re)connection the containers are listed again, so a death that happened
         while the stream was down is still reported.
         """
-        docker = self._client()
-        delay = 0.5
-        # Replayed from a little before the first connection too: a replica adopted while
-        # the stream connects is covered.
-        since = time.time() - EVENTS_REPLAY
         filters = {"type": ["container"], "label": [self._label], "event": list(DEATH_EVENTS)}
-        while True:
-            events = DockerEvents(docker)
-            subscriber = events.subscribe(create_task=False)
-            pump = asyncio.ensure_future(events.run(filters=filters, since=f"{since:.6f}"))
-            try:
-                await self._resync()
-                while (event := await subscriber.get()) is not None:
-                    cid = (event.get("Actor") or {}).get("ID") or event.get("id")
-                    if cid:
-                        self._died(cid, death_reason(event))
-                    delay = 0.5
-            except (aiodocker.DockerError, OSError) as e:
-                log.warning("cannot list replica containers: %s", e)
-            finally:
-                pump.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await pump
-            since = time.time() - EVENTS_REPLAY
-            log.warning("Docker event stream ended; reconnecting in %.1fs", delay)
-            await asyncio.sleep(delay)
-            delay = min(EVENTS_BACKOFF_MAX, delay * 2)
+        await follow_events(self._client(), filters, self._resync, self._on_death)
+
+    def _on_death(self, event: dict[str, Any]) -> None:
+        cid = (event.get("Actor") or {}).get("ID") or event.get("id")
+        if cid:
+            self._died(cid, death_reason(event))
 
     async def close(self) -> None:
         try:
@@ -434,20 +449,14 @@ class DockerBackend:
 
     def _track(self, handle: ReplicaHandle) -> None:
         self._handles[handle.ident] = handle
-        self._exits.setdefault(handle.ident, asyncio.Event())
+        self._exits.track(handle.ident)
 
     def _forget(self, cid: str) -> None:
         self._handles.pop(cid, None)
-        self._reasons.pop(cid, None)
-        event = self._exits.pop(cid, None)
-        if event is not None:
-            event.set()  # whoever still waits learns it is gone (stopped on purpose)
+        self._exits.forget(cid)
 
     def _died(self, cid: str, reason: str) -> None:
-        event = self._exits.get(cid)
-        if event is not None and not event.is_set():
-            self._reasons[cid] = reason
-            event.set()
+        self._exits.died(cid, reason)
 
     async def _resync(self) -> None:
         """Report the deaths of replicas that are no longer running (missed events)."""
