@@ -14,9 +14,10 @@ import logging
 import random
 from collections.abc import Callable, Sequence
 
-from ._admin_input import parse_add, parse_rm
+from ._admin_input import parse_add, parse_kill, parse_rm
 from ._config import Config
 from ._errors import BackendError, RequestError
+from ._events import Events
 from ._names import random_name
 from ._pool import Pool, Replica
 from ._supervisor import Supervisor
@@ -32,9 +33,11 @@ class Controller:
         supervisor: Supervisor,
         backend: Backend,
         config: Callable[[], Config],
+        events: Events | None = None,
     ) -> None:
         self.pool = pool
         self._supervisor = supervisor
+        self.events = events if events is not None else supervisor.events
         self._backend = backend
         self._config = config
         #: One change at a time: validation and the change it allows must see the same pool.
@@ -87,6 +90,7 @@ class Controller:
             replica = self.pool.add(slot, name)
             self._supervisor.launch(replica)
             added.append(replica)
+            self.events.add("added", name, slot)
         log.info("added %s", ", ".join(names))
         return added
 
@@ -113,9 +117,34 @@ class Controller:
         for r in chosen:
             self.pool.remove(r.slot)  # from here on, routing skips it
             self._supervisor.retire(r)
+            self.events.add("removed", r.hostname, r.slot, "draining")
         await self.pool.refresh_ring()
         log.info("removed %s (draining)", ", ".join(r.hostname for r in chosen))
         return chosen
+
+    async def kill_checked(self, raw: bytes) -> list[str]:
+        """/kill: kill the named replicas as a crash would; the supervisor notices the death
+        (the backend's word, or missed heartbeats) and replaces each as for any failure."""
+        async with self.lock:
+            self._refuse_if_closing()
+            req = parse_kill(raw, self.pool.hostnames())
+            chosen = [r for h in req.hostnames if (r := self.pool.by_hostname(h)) is not None]
+            others = [r for r in self.pool.replicas.values() if r not in chosen]
+            chosen += random.sample(others, req.n - len(chosen))
+            killed = []
+            for r in chosen:
+                handle = r.handle
+                if handle is None:
+                    continue  # no replica runs in the slot right now (being replaced)
+                try:
+                    await self._backend.kill(handle)
+                except BackendError as e:
+                    raise RequestError(f"<Error> Cannot kill {r.hostname}: {e}", 503) from e
+                self.events.add("killed", r.hostname, r.slot, "by /kill")
+                killed.append(r.hostname)
+            if killed:
+                log.warning("killed %s (by /kill)", ", ".join(killed))
+            return killed
 
     async def wait_up(self, replicas: Sequence[Replica], timeout: float) -> bool:
         """Until each of ``replicas`` is up or was removed (or shutdown, or ``timeout``)."""
