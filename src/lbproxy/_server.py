@@ -422,9 +422,8 @@ class Server:
         self.reloads += 1
         if self.stats is not None:
             self.stats.reloads["success"] += 1
-        self.events.add(
-            "reloaded", detail="applied" + (f"; after a restart: {', '.join(ignored)}" if ignored else "")
-        )
+        later = f"; after a restart: {', '.join(ignored)}" if ignored else ""
+        self.events.add("reloaded", detail=f"applied{later}")
         logging.getLogger("lbproxy").setLevel(effective.log_level.upper())
         if effective.hashing != old.hashing:
             self._key_function = make_key_function(effective.hashing.key)
