@@ -35,7 +35,7 @@ def utc_time(t: float) -> str:
 def _quoted(value: str) -> str:
     """A text field's value as is when it is plain, else as a JSON string (quotes,
     backslashes, control characters and spaces then cannot be mistaken for the line's)."""
-    if value and value.isprintable() and not any(c in value for c in ' "=\\'):
+    if value and value.isprintable() and not any(c in value for c in ' "\\'):
         return value
     return json.dumps(value)
 
