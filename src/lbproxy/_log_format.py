@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from typing import TYPE_CHECKING, Literal
@@ -22,9 +23,20 @@ ACCESS_LOGGER = "lbproxy.access"
 ACCESS_FIELDS = ("client", "method", "target", "status", "bytes", "replica", "duration", "key")
 
 
+#: A value written as it is in text lines: printable ASCII but space, quote and backslash.
+_PLAIN = re.compile(r"[!#-\[\]-~]+")
+#: The last second formatted, and its text: access lines come in bursts within one second.
+_second: list[tuple[int, str]] = [(-1, "")]
+
+
 def local_time(t: float) -> str:
     """``t`` as logging's default asctime writes it: 2026-12-01 07:40:00,123."""
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) + f",{int(t * 1000) % 1000:03d}"
+    whole = int(t)
+    cached, text = _second[0]
+    if whole != cached:
+        text = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(whole))
+        _second[0] = (whole, text)
+    return f"{text},{int(t * 1000) % 1000:03d}"
 
 
 def utc_time(t: float) -> str:
@@ -35,7 +47,7 @@ def utc_time(t: float) -> str:
 def _quoted(value: str) -> str:
     """A text field's value as is when it is plain, else as a JSON string (quotes,
     backslashes, control characters and spaces then cannot be mistaken for the line's)."""
-    if value and value.isprintable() and not any(c in value for c in ' "\\'):
+    if _PLAIN.fullmatch(value):
         return value
     return json.dumps(value)
 
