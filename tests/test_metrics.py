@@ -228,3 +228,9 @@ async def test_metrics_off(balancer, http):
         assert r.status == 404
         assert "metrics.enabled" in (await r.json())["message"]
     assert server.stats is None
+    # /status (and so the dashboard) still has the totals, and null for what needs metrics.
+    async with http.get(admin_url(server, "/status")) as r:
+        report = (await r.json())["message"]
+    assert report["metrics"] is False
+    [replica] = report["replicas"]
+    assert replica["errors"] is None and replica["p50"] is None and replica["requests"] == 0

@@ -326,9 +326,9 @@ class Server:
         """A replica's figures for /status and the dashboard beyond its totals."""
         out: dict[str, object] = {"rate": self.history.rate(replica.slot)}
         out.update(self.history.recent(replica.hostname))
-        if self.stats is not None:
-            s = self.stats.replicas.get(replica.hostname)
-            out["errors"] = s.errors if s is not None else 0
+        s = self.stats.replicas.get(replica.hostname) if self.stats is not None else None
+        # 5xx answers in all; null when metrics are off.
+        out["errors"] = s.errors if s is not None else (0 if self.stats is not None else None)
         return out
 
     def _about(self) -> dict[str, object]:
