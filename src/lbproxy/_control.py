@@ -136,12 +136,17 @@ class Controller:
                 handle = r.handle
                 if handle is None:
                     continue  # no replica runs in the slot right now (being replaced)
+                # Its name now: the supervisor may see the death, and rename the slot for the
+                # replacement, before the kill call returns. The timeline says "killed"
+                # before the "died" that follows.
+                name = handle.hostname
+                self.events.add("killed", name, r.slot, "by /kill")
                 try:
                     await self._backend.kill(handle)
                 except BackendError as e:
-                    raise RequestError(f"<Error> Cannot kill {r.hostname}: {e}", 503) from e
-                self.events.add("killed", r.hostname, r.slot, "by /kill")
-                killed.append(r.hostname)
+                    self.events.add("killed", name, r.slot, f"failed: {e}")
+                    raise RequestError(f"<Error> Cannot kill {name}: {e}", 503) from e
+                killed.append(name)
             if killed:
                 log.warning("killed %s (by /kill)", ", ".join(killed))
             return killed
