@@ -27,7 +27,7 @@ COMPOSE ?= $(shell if docker compose version >/dev/null 2>&1; then echo "docker 
 	elif command -v docker-compose >/dev/null 2>&1; then echo docker-compose; fi)
 
 .PHONY: help venv run test lint format clean images up down logs compose-check experiments bench \
-	fuzz swarm-up swarm-down
+	fuzz swarm-up swarm-down browser
 
 help:
 	@echo "make up      build the images (offline if need be) and start the stack on port 5000"
@@ -64,11 +64,26 @@ run: $(STAMP) $(if $(filter docker,$(BACKEND)),images)
 
 # The images are built before pytest runs (a first build takes minutes, longer than any one
 # test may take); without a reachable engine the Docker tests skip and say why.
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m ruff check $(CODE)
 	@if command -v docker >/dev/null && docker info >/dev/null 2>&1; then $(PY) tools/images.py; \
 	else echo "make test: no Docker engine reachable; the Docker tests will be skipped"; fi
 	$(PY) -m pytest
+
+# The dashboard's browser tests drive Debian's chromium through chromium-driver: installed
+# here when missing and this runs as root; otherwise those tests skip and say why.
+BROWSER_PKGS := chromium chromium-driver
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "make: installing $(BROWSER_PKGS) for the dashboard's browser tests"; \
+			apt-get install -y -q --no-install-recommends $(BROWSER_PKGS) >/dev/null 2>&1 \
+			|| { apt-get update -q >/dev/null 2>&1 && \
+				apt-get install -y -q --no-install-recommends $(BROWSER_PKGS) >/dev/null 2>&1; } \
+			|| echo "make: cannot install $(BROWSER_PKGS); the browser tests will be skipped"; \
+		else echo "make: no chromium/chromedriver (apt-get install $(BROWSER_PKGS) as root);" \
+			"the browser tests will be skipped"; fi; \
+	fi
 
 lint: $(STAMP)
 	$(PY) -m ruff check $(CODE)

@@ -43,6 +43,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=",".join(targets.ALL),
         help=f"comma-separated, driven in this order each round ({','.join(targets.ALL)})",
     )
+    p.add_argument(
+        "--observability",
+        action="store_true",
+        help="what metrics and the access log cost: lbproxy with metrics off, on (the "
+        "default), and on with the access log, in one run (sets --targets, --skip-memory)",
+    )
     p.add_argument("--transfer-mib", type=int, default=1024, help="MiB per transfer (1024)")
     p.add_argument("--idle", type=int, default=10_000, help="idle connections held (10000)")
     p.add_argument("--skip-load", action="store_true", help="only the memory part")
@@ -58,6 +64,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.duration, args.rounds, args.warmup = 2, 1, 1
         args.transfer_mib, args.idle = 64, 1000
+    if args.observability:
+        args.targets, args.skip_memory = ",".join(targets.OBSERVABILITY), True
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     unknown = set(args.targets) - set(targets.ALL)
     if unknown:
@@ -108,7 +116,11 @@ def _beside(when: str, context: dict[str, Any]) -> None:
 
 
 def load_bench(args: argparse.Namespace, tools: dict[str, str], workdir: Path) -> list[report.Run]:
-    wanted = [t for t in args.targets if t == "direct" or t == "lbproxy" or t in tools]
+    wanted = [
+        t
+        for t in args.targets
+        if t == "direct" or t == "lbproxy" or t in targets.VARIANTS or t in tools
+    ]
     for t in args.targets:
         if t not in wanted:
             print(f"bench: skipping {t}: not installed")
@@ -142,7 +154,7 @@ def load_bench(args: argparse.Namespace, tools: dict[str, str], workdir: Path) -
 
 def _progress(r: report.Run) -> str:
     line = (
-        f"  round {r.round} {r.target:8} {r.rps:9,.0f} req/s"
+        f"  round {r.round} {r.target:17} {r.rps:9,.0f} req/s"
         f"  p50 {r.p50_us / 1000:6.2f} ms  p99 {r.p99_us / 1000:6.2f} ms"
     )
     if r.cpu_us_per_request is not None:

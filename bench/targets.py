@@ -13,7 +13,13 @@ from .procs import BenchError, Processes, free_port, listening_socket, wait_list
 
 TEMPLATES = Path(__file__).with_name("templates")
 BALANCERS = ("haproxy", "nginx", "lbproxy")
-ALL = ("direct", *BALANCERS)
+#: lbproxy with what observing costs switched: metrics off (``metrics.enabled: false``), and
+#: metrics on with the access log on (``log.access: true``, text, to a file in the workdir).
+#: ``lbproxy`` itself runs with the defaults: metrics on, access log off.
+VARIANTS = ("lbproxy-nometrics", "lbproxy-access")
+ALL = ("direct", *BALANCERS, *VARIANTS)
+#: ``--observability``: the three, driven in turn each round.
+OBSERVABILITY = ("lbproxy-nometrics", "lbproxy", "lbproxy-access")
 STARTUP_TIMEOUT = 30.0
 
 
@@ -38,11 +44,18 @@ def nginx_config(port: int, replicas: Sequence[tuple[str, str]], prefix: Path) -
     return render("nginx.conf", port=port, servers=servers, prefix=str(prefix))
 
 
-def lbproxy_config(port: int, replicas: Sequence[tuple[str, str]]) -> str:
+def lbproxy_config(
+    port: int, replicas: Sequence[tuple[str, str]], variant: str = "lbproxy", workdir: Path = Path()
+) -> str:
     servers = "\n".join(
         f'    - {{hostname: {name}, address: "{address}"}}' for name, address in replicas
     )
-    return render("lbproxy.yaml", port=port, servers=servers)
+    text = render("lbproxy.yaml", port=port, servers=servers)
+    if variant == "lbproxy-nometrics":
+        text += "metrics:\n  enabled: false\n"
+    elif variant == "lbproxy-access":
+        text += f'log:\n  access: true\n  file: "{workdir / (variant + ".log")}"\n'
+    return text
 
 
 def start_replicas(procs: Processes, count: int) -> list[tuple[str, str]]:
@@ -97,9 +110,9 @@ def start_balancer(
         path = prefix / "nginx.conf"
         path.write_text(nginx_config(port, replicas, prefix))
         argv = [tools["nginx"], "-p", str(prefix), "-c", str(path)]
-    elif name == "lbproxy":
+    elif name == "lbproxy" or name in VARIANTS:
         path = workdir / f"{label}.yaml"
-        path.write_text(lbproxy_config(port, replicas))
+        path.write_text(lbproxy_config(port, replicas, name, workdir))
         argv = [sys.executable, "-m", "lbproxy", "run", "-c", str(path)]
     else:
         raise ValueError(name)

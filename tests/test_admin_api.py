@@ -297,6 +297,12 @@ async def test_admin_listener_serves_rep_add_rm_and_status(balancer, http):
             "restarts",
             "weight",
             "ejected",
+            # The dashboard's figures (docs/observability.md).
+            "rate",
+            "errors",
+            "error_rate",
+            "p50",
+            "p99",
         }
         assert r["slot"] == slot and r["state"] == "up" and r["restarts"] == 0
         assert r["weight"] == 1.0 and r["ejected"] is False
@@ -320,7 +326,7 @@ async def test_admin_listener_serves_rep_add_rm_and_status(balancer, http):
         )
 
 
-@pytest.mark.parametrize("path", ["/home", "/heartbeat", "/other", "/", "/rep/x"])
+@pytest.mark.parametrize("path", ["/home", "/heartbeat", "/other", "/index.html", "/rep/x"])
 async def test_admin_listener_proxies_nothing(balancer, http, path):
     server = await balancer({"replicas": {"count": 1}})
     for method in ("GET", "POST"):

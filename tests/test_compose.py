@@ -114,6 +114,28 @@ def test_make_up_serves_from_containers_and_make_down_leaves_nothing(tmp_path: P
         assert status == 200 and report["message"]["N"] == 2
         assert report["message"]["backend"] == "docker"
         assert published(prefix, "5001/tcp") == [("127.0.0.1", str(admin_port))]
+        # The dashboard ships in the image, and /metrics renders there.
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/", timeout=5) as resp:
+            assert b'src="/dashboard.js"' in resp.read()
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5) as resp:
+            assert b"lbproxy_replica_up{" in resp.read()
+        # /kill kills a container as a crash would; its slot gets a new one.
+        victim = rep["message"]["replicas"][0]
+        kill = urllib.request.Request(
+            f"http://127.0.0.1:{admin_port}/kill",
+            data=json.dumps({"n": 1, "hostnames": [victim]}).encode(),
+            method="POST",
+        )
+        with urllib.request.urlopen(kill, timeout=10) as resp:
+            assert json.load(resp)["message"]["killed"] == [victim]
+        wait_until(
+            lambda: (
+                victim not in docker_ps(prefix)
+                and len(docker_ps(prefix)) == 2
+                and victim not in get(port, "/rep")[1]["message"]["replicas"]
+            ),
+            timeout=60,
+        )
 
         # Editing the mounted config.yaml reconfigures the balancer in its container.
         config["replicas"]["count"] = 3

@@ -1,10 +1,11 @@
-"""The balancer's own endpoints (/rep, /add, /rm, /status), independent of the HTTP server.
+"""The balancer's own endpoints (/rep, /add, /rm, /kill, /status), independent of the HTTP
+server.
 
-Two listeners serve them: the balancer's port (SPEC.md's /rep, /add, /rm) and the admin
-listener (the same, plus /status; nothing there is proxied). The front server
-(``_front.py``) asks ``refuse`` before reading a body (wrong port, wrong method, missing
-token), then reads a bounded body and calls ``handle``; every answer, error or not, is an
-``Answer``.
+Two listeners serve them: the balancer's port (the contract's /rep, /add, /rm; docs/api.md)
+and the admin listener (the same, plus /kill and /status; nothing there is proxied). The
+front server (``_front.py``) asks ``refuse`` before reading a body (wrong port, wrong
+method, missing token), then reads a bounded body and calls ``handle``; every answer, error
+or not, is an ``Answer``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ._config import Config
 from ._control import Controller
 from ._errors import (
     ChangeRefusedError,
+    KillFailedError,
     NameCheckError,
     OrchestratorError,
     RequestError,
@@ -27,8 +29,9 @@ from ._pool import Replica
 
 #: Admin bodies are tiny; a larger one is refused (413) before it is read.
 MAX_ADMIN_BODY = 64 * 1024
-#: The endpoints that change the replicas: behind the token, and off the main port if asked.
-CHANGES = frozenset({"/add", "/rm"})
+#: The endpoints that change the replicas: behind the token, and off the main port if asked
+#: (/kill is on the admin listener only).
+CHANGES = frozenset({"/add", "/rm", "/kill"})
 
 Listener = Literal["main", "admin"]
 
@@ -37,6 +40,7 @@ _REFUSED_STATUS: dict[type[ChangeRefusedError], int] = {
     ShuttingDownError: 503,  # try again after the restart
     NameCheckError: 503,  # the backend (Docker) did not answer: try again
     OrchestratorError: 503,  # Swarm did not answer: try again
+    KillFailedError: 503,  # the backend could not kill it
 }
 
 
@@ -69,12 +73,15 @@ class AdminApi:
         config: Callable[[], Config],
         listener: Listener = "main",
         about: Callable[[], Mapping[str, object]] = dict,
+        observed: Callable[[Replica], Mapping[str, object]] | None = None,
     ) -> None:
         self._control = control
         self._config = config
         self._listener = listener
         #: Top-level facts for /status besides N and the replicas (uptime, version, ...).
         self._about = about
+        #: A replica's figures for /status besides its totals (rate, error rate, latency).
+        self._observed = observed
         #: path -> (the one method it takes, handler of the request body)
         self.routes: dict[str, tuple[str, Callable[[bytes], Awaitable[Answer]]]] = {
             "/rep": ("GET", self.rep),
@@ -83,6 +90,7 @@ class AdminApi:
         }
         if listener == "admin":
             self.routes["/status"] = ("GET", self.status)
+            self.routes["/kill"] = ("POST", self.kill)
 
     def method_allowed(self, path: str, method: str) -> Answer | None:
         """None if ``method`` may be used on the admin ``path``, else the 405 answer."""
@@ -164,9 +172,21 @@ class AdminApi:
             {
                 "N": len(pool),
                 **self._about(),
-                "replicas": [replica_status(r) for r in replicas],
+                "replicas": [self._replica(r) for r in replicas],
             }
         )
+
+    def _replica(self, replica: Replica) -> dict[str, object]:
+        out = replica_status(replica)
+        if self._observed is not None:
+            out.update(self._observed(replica))
+        return out
+
+    async def kill(self, body: bytes) -> Answer:
+        """Kill replicas as a crash would, to watch the recovery (the assignment's
+        experiment 3); /rm's body. Answers once they are killed, not replaced."""
+        killed = await self._control.kill_checked(body)
+        return success({"killed": killed, **self._state()})
 
     async def add(self, body: bytes) -> Answer:
         # Answers once the new replicas serve (or were removed again, or the wait ran out):

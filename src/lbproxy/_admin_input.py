@@ -169,3 +169,8 @@ def parse_rm(raw: bytes, in_use: Collection[str]) -> ScaleRequest:
     if req.n > len(in_use):
         raise _err(f"Cannot remove {req.n} replica(s): only {len(in_use)} exist")
     return req
+
+
+def parse_kill(raw: bytes, in_use: Collection[str]) -> ScaleRequest:
+    """A valid /kill body: /rm's shape, the named replicas plus others at random up to n."""
+    return parse_rm(raw, in_use)

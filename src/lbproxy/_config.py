@@ -384,6 +384,23 @@ class ReloadConfig(_Model):
     interval: Seconds = 1.0
 
 
+class LogConfig(_Model):
+    """The balancer's own log (its level is ``log_level``)."""
+
+    #: One line per proxied request (docs/observability.md lists the fields).
+    access: bool = False
+    #: ``text`` for people, ``json`` (one object per line) for log shippers; every line.
+    format: Literal["text", "json"] = "text"
+    #: Append the log (access lines included) to this file instead of standard error.
+    file: str | None = Field(None, min_length=1)
+
+
+class MetricsConfig(_Model):
+    #: Count answers, durations, retries for /metrics and the dashboard (false: the data
+    #: path counts nothing beyond /status' totals; for measuring what counting costs).
+    enabled: bool = True
+
+
 class Config(_Model):
     listen: ListenConfig = ListenConfig()
     replicas: ReplicasConfig = ReplicasConfig()
@@ -392,6 +409,8 @@ class Config(_Model):
     proxy: ProxyConfig = ProxyConfig()
     admin: AdminConfig = AdminConfig()
     reload: ReloadConfig = ReloadConfig()
+    log: LogConfig = LogConfig()
+    metrics: MetricsConfig = MetricsConfig()
     #: Longest wait for in-flight requests and replicas on shutdown.
     shutdown_timeout: Seconds = 10.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"

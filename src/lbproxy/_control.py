@@ -18,17 +18,19 @@ import random
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
-from ._admin_input import parse_add, parse_rm
+from ._admin_input import parse_add, parse_kill, parse_rm
 from ._config import Config
 from ._errors import (
     BackendError,
     FixedReplicasError,
+    KillFailedError,
     NameCheckError,
     NameTakenError,
     OrchestratorError,
     RequestError,
     ShuttingDownError,
 )
+from ._events import Events
 from ._names import random_name
 from ._pool import Pool, Replica
 from ._replica_handle import ReplicaHandle
@@ -48,9 +50,11 @@ class Controller:
         supervisor: Supervisor,
         backend: Backend,
         config: Callable[[], Config],
+        events: Events | None = None,
     ) -> None:
         self.pool = pool
         self._supervisor = supervisor
+        self.events = events if events is not None else supervisor.events
         self._backend = backend
         self._config = config
         #: One change at a time: validation and the change it allows must see the same pool.
@@ -212,6 +216,7 @@ class Controller:
             replica = self.pool.add(slot, name)
             self._supervisor.launch(replica)
             added.append(replica)
+            self.events.add("added", name, slot)
         log.info("added %s", ", ".join(names))
         return added
 
@@ -236,9 +241,44 @@ class Controller:
         for r in chosen:
             self.pool.remove(r.slot)  # from here on, routing skips it
             self._supervisor.retire(r)
+            self.events.add("removed", r.hostname, r.slot, "draining")
         await self.pool.refresh_ring()
         log.info("removed %s (draining)", ", ".join(r.hostname for r in chosen))
         return chosen
+
+    async def kill_checked(self, raw: bytes) -> list[str]:
+        """/kill: kill the named replicas as a crash would; the supervisor notices the death
+        (the backend's word, or missed heartbeats) and replaces each as for any failure."""
+        self._refuse_if_fixed("kill")
+        async with self._lock:
+            self._refuse_if_closing()
+            req = parse_kill(raw, self.pool.hostnames())
+            chosen = [r for h in req.hostnames if (r := self.pool.by_hostname(h)) is not None]
+            others = [r for r in self.pool.replicas.values() if r not in chosen]
+            chosen += random.sample(others, req.n - len(chosen))
+            killed = []
+            for r in chosen:
+                handle = r.handle
+                if handle is None:
+                    continue  # no replica runs in the slot right now (being replaced)
+                # Its name now: the supervisor may see the death, and rename the slot for the
+                # replacement, before the kill call returns. The timeline says "killed"
+                # before the "died" that follows.
+                name = handle.hostname
+                self.events.add("killed", name, r.slot, "by /kill")
+                try:
+                    await self._backend.kill(handle)
+                except BackendError as e:
+                    self.events.add("killed", name, r.slot, f"failed: {e}")
+                    raise KillFailedError(f"Cannot kill {name}: {e}") from e
+                killed.append(name)
+            if killed:
+                log.warning("killed %s (by /kill)", ", ".join(killed))
+            return killed
+
+    async def wait_up(self, replicas: Sequence[Replica], timeout: float) -> bool:
+        """Until each of ``replicas`` is up or was removed (or shutdown, or ``timeout``)."""
+        return await self._supervisor.wait_up(replicas, timeout)
 
     async def scale_to(self, count: int) -> None:
         """Grow or shrink to ``count`` (config reload): new ones at random names, the newest

@@ -50,6 +50,10 @@ class OrchestratorError(ChangeRefusedError):
     """The orchestrator (Docker Swarm) that keeps the replicas could not be asked or told."""
 
 
+class KillFailedError(ChangeRefusedError):
+    """The backend could not kill a replica (/kill)."""
+
+
 class BackendError(LbproxyError):
     """A replica backend could not start, find or stop a replica."""
 

@@ -704,6 +704,7 @@ class _ClientConnection(asyncio.Protocol):
         except MalformedRequestError as e:
             if not req.started and not self.lost:
                 req.answer(failure(e.message, e.status))
+                self.front.own_answer(e.status)
         except Exception:
             log.exception("%s %s failed", req.method, req.target)
             if not req.started and not self.lost:
@@ -779,6 +780,7 @@ class _ClientConnection(asyncio.Protocol):
             return
         self._error = None
         self.write(_plain_answer(answer))
+        self.front.own_answer(answer.status)
         self._close()
 
     def _close(self) -> None:
@@ -929,6 +931,10 @@ def _plain_answer(answer: Answer) -> bytes:
     return status.encode("latin-1") + head + b"\r\n" + answer.body
 
 
+def _ignore(status: int) -> None:
+    return None
+
+
 class Front:
     """The HTTP server on the balancer's port, owned and closed by ``Server``."""
 
@@ -954,6 +960,9 @@ class Front:
         self.max_connections = max_connections or default_max_connections()
         #: Per-request notes (stalled, malformed, refused) said once per event, with counts.
         self.notes = ThrottledLog(log)
+        #: Told the status of each answer of the balancer's own to a request it could not
+        #: take (malformed: 400, 414, 431, 505), for the metrics (``Stats.own``).
+        self.own_answer: Callable[[int], None] = _ignore
         self.loop = asyncio.get_running_loop()
         self._server: asyncio.Server | None = None
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from time import perf_counter
 
 from ._config import Config
 from ._errors import (
@@ -33,6 +34,7 @@ from ._headers import downstream_headers, encode_headers, upstream_headers
 from ._keys import REQUEST_ID_HEADER, KeyFunction
 from ._messages import Answer, failure, missing_endpoint
 from ._pool import Pool, Replica, State
+from ._recording import Recorder
 from ._throttled_log import ThrottledLog
 from .transport import IDEMPOTENT, Transport, UpstreamResponse
 
@@ -46,6 +48,7 @@ class Proxy:
         transport: Transport,
         config: Callable[[], Config],
         key_function: Callable[[], KeyFunction],
+        recorder: Recorder | None = None,
     ) -> None:
         self._pool = pool
         self._transport = transport
@@ -60,6 +63,10 @@ class Proxy:
         #: Readmission timers of the replicas out of routing as outliers.
         self._ejected: dict[Replica, asyncio.TimerHandle] = {}
         pool.on_failed.append(self._taken_out)
+        recorder = recorder if recorder is not None else Recorder()
+        #: Called once per answer sent (metrics, access log): a no-op when both are off.
+        self._done = recorder.done
+        self._stats = recorder.stats
 
     def _prepare(self, request: Exchange) -> tuple[str, bytes]:
         """The request's routing key and the (encoded) headers it goes upstream with.
@@ -113,6 +120,7 @@ class Proxy:
         connection the replica had just closed can be sent again."""
         if request.has_body or request.method not in IDEMPOTENT or request.host is None:
             return False
+        t0 = perf_counter()
         key, headers = self._prepare(request)
         replica = self._pool.pick(key)  # with bounded loads, one that has room
         if replica is None:
@@ -123,7 +131,7 @@ class Proxy:
         name = replica.hostname  # the one that answers (a replacement gets a new name)
 
         def answered(resp: UpstreamResponse) -> None:
-            self._answered(request, replica, name, resp)
+            self._answered(request, replica, name, resp, t0)
 
         upstream = self._transport.send_nowait(
             address, request.method, request.target, headers, answered
@@ -140,7 +148,7 @@ class Proxy:
         return True
 
     def _answered(
-        self, request: Exchange, replica: Replica, name: str, resp: UpstreamResponse
+        self, request: Exchange, replica: Replica, name: str, resp: UpstreamResponse, t0: float
     ) -> None:
         request.on_disconnect = None
         streaming = False  # the rest is relayed by a task, which ends the replica's request
@@ -149,19 +157,22 @@ class Proxy:
             if error is not None:
                 resp.release()
                 if resp.stale:
-                    request.spawn(self.handle(request))  # sent again, on another connection
+                    # Sent again, on another connection.
+                    request.spawn(self.handle(request, None, t0))
                 else:
                     # Nothing of the answer went out: once more, on the next replica.
                     self._failed(replica, name, error)
-                    request.spawn(self.handle(request, (replica, name, error)))
+                    request.spawn(self.handle(request, (replica, name, error), t0))
             else:
                 if replica.failures:
                     replica.failures = 0
-                if self._relay_now(request, resp):
+                sent = self._relay_now(request, resp)
+                if sent is not None:
                     resp.release()
+                    self._done(request, name, sent[0], sent[1], t0)
                     request.done()
                 else:
-                    request.spawn(self._relay_rest(request, replica, name, resp))
+                    request.spawn(self._relay_rest(request, replica, name, resp, t0))
                     streaming = True
         except Exception:
             # Called from the transport's protocol: a bug here must cost one request only.
@@ -174,10 +185,10 @@ class Proxy:
                 replica.finish()
 
     async def _relay_rest(
-        self, request: Exchange, replica: Replica, name: str, resp: UpstreamResponse
+        self, request: Exchange, replica: Replica, name: str, resp: UpstreamResponse, t0: float
     ) -> None:
         try:
-            await self._stream(request, resp, replica, name)
+            await self._stream(request, resp, replica, name, t0)
         finally:
             resp.release()
             replica.finish()
@@ -185,9 +196,15 @@ class Proxy:
     # -- the general path --------------------------------------------------------------------
 
     async def handle(
-        self, request: Exchange, failed: tuple[Replica, str, UpstreamError] | None = None
+        self,
+        request: Exchange,
+        failed: tuple[Replica, str, UpstreamError] | None = None,
+        t0: float | None = None,
     ) -> None:
-        """Serve ``request``; ``failed``: the hot path's replica (and its name) broke off."""
+        """Serve ``request``; ``failed``: the hot path's replica (and its name) broke off;
+        ``t0``: when the hot path took it (``perf_counter``)."""
+        if t0 is None:
+            t0 = perf_counter()
         attempts = 1 + self._config().proxy.retries
         key, headers = self._prepare(request)
         body = request if request.has_body else None
@@ -201,8 +218,11 @@ class Proxy:
         replica: Replica | None = None
         name = ""
         skip = None
+        #: The replica whose failure the next attempt retries.
+        retry_of: str | None = None
         if failed is not None:
             skip = failed[0]
+            retry_of = failed[1]
             attempts -= 1
         for replica in self._pool.route(key):
             if replica is skip:
@@ -214,6 +234,10 @@ class Proxy:
                 break
             attempts -= 1
             name = replica.hostname
+            if retry_of is not None:
+                if self._stats is not None:
+                    self._stats.of(retry_of).retries += 1
+                retry_of = None
             sent = (
                 headers
                 if request.host is not None
@@ -230,33 +254,44 @@ class Proxy:
             except UpstreamConnectError as e:
                 refused.append(name)
                 self._failed(replica, name, e)
+                retry_of = name
             except ClientDisconnectedError as e:
                 self._notes.info("clients", "left", "client went away mid-request: %s", e)
                 return
             except UpstreamError as e:
                 self._failed(replica, name, e)
                 if not (replayable and failed is None):
-                    request.answer(self._failure(name, e, failed))
+                    self._answer(request, name, self._failure(name, e, failed), t0)
                     return
                 failed = (replica, name, e)  # once more, on the next replica
+                retry_of = name
             finally:
                 if resp is None:  # no answer to relay: this replica's part is over
                     replica.finish()
         if resp is None or replica is None:
             if failed is not None:
-                request.answer(self._failure(failed[1], failed[2]))
+                self._answer(request, failed[1], self._failure(failed[1], failed[2]), t0)
             elif not refused:
-                request.answer(
-                    failure("No healthy replica is available", 503, {"Retry-After": "1"})
+                self._answer(
+                    request,
+                    "",
+                    failure("No healthy replica is available", 503, {"Retry-After": "1"}),
+                    t0,
                 )
             else:
-                request.answer(
-                    failure(f"Could not connect to any replica (tried {', '.join(refused)})", 502)
+                self._answer(
+                    request,
+                    "",
+                    failure(f"Could not connect to any replica (tried {', '.join(refused)})", 502),
+                    t0,
                 )
             return
         try:
-            if not self._relay_now(request, resp):
-                await self._stream(request, resp, replica, name)
+            sent = self._relay_now(request, resp)
+            if sent is not None:
+                self._done(request, name, sent[0], sent[1], t0)
+            else:
+                await self._stream(request, resp, replica, name, t0)
         finally:
             resp.release()
             replica.finish()
@@ -267,6 +302,8 @@ class Proxy:
         """A replica failed a request (no connection, broken off, timed out): say so (once
         per event), probe it now, and take it out of routing if it keeps failing."""
         if isinstance(error, UpstreamConnectError):
+            if self._stats is not None:
+                self._stats.of(name).connect_errors += 1
             self._notes.warning(
                 name, "cannot connect", "%s: %s; trying the next replica", name, error
             )
@@ -320,6 +357,11 @@ class Proxy:
             if n:
                 log.info("%d requests in flight on %s go to other replicas", n, replica.hostname)
 
+    def _answer(self, request: Exchange, name: str, answer: Answer, t0: float) -> None:
+        """Send one of the balancer's own answers (about replica ``name``, or "")."""
+        request.answer(answer)
+        self._done(request, name, answer.status, len(answer.body), t0)
+
     def _failure(
         self,
         name: str,
@@ -338,19 +380,22 @@ class Proxy:
 
     # -- relaying ----------------------------------------------------------------------------
 
-    def _relay_now(self, request: Exchange, resp: UpstreamResponse) -> bool:
-        """Relay an answer that needs no waiting (no body, or all of it in); False if not."""
+    def _relay_now(self, request: Exchange, resp: UpstreamResponse) -> tuple[int, int] | None:
+        """Relay an answer that needs no waiting (no body, or all of it in): (status sent,
+        body bytes sent); None if it needs waiting."""
         if resp.status == 404:
-            request.answer(missing_endpoint(request.path))
-            return True
+            answer = missing_endpoint(request.path)
+            request.answer(answer)
+            return answer.status, len(answer.body)
         if not resp.has_body:
             request.send_whole(resp.status, resp.reason, self._headers(resp), b"", "none")
-            return True
+            return resp.status, 0
         if resp.complete:  # the usual small answer: all of it in one write
             framing = "length" if resp.length is not None else "chunked"
-            request.send_whole(resp.status, resp.reason, self._headers(resp), resp.take(), framing)
-            return True
-        return False
+            body = resp.take()
+            request.send_whole(resp.status, resp.reason, self._headers(resp), body, framing)
+            return resp.status, len(body)
+        return None
 
     @staticmethod
     def _headers(resp: UpstreamResponse) -> bytes:
@@ -359,13 +404,15 @@ class Proxy:
         return encode_headers(downstream_headers(resp.headers))
 
     async def _stream(
-        self, request: Exchange, resp: UpstreamResponse, replica: Replica, name: str
+        self, request: Exchange, resp: UpstreamResponse, replica: Replica, name: str, t0: float
     ) -> None:
         """Relay an answer whose body is still arriving, as it arrives."""
         framing = "length" if resp.length is not None else "chunked"
         request.start(resp.status, resp.reason, self._headers(resp), framing)
+        sent = 0
         try:
             while chunk := await resp.read():
+                sent += len(chunk)
                 request.write(chunk)
                 if request.write_paused:
                     await request.drain()
@@ -374,6 +421,7 @@ class Proxy:
             # body cannot pass for a complete one.
             self._failed(replica, name, e)
             request.abort()
+            self._done(request, name, resp.status, sent, t0)  # its status went out, cut short
             return
         except ClientDisconnectedError:
             self._notes.info(
@@ -383,5 +431,7 @@ class Proxy:
                 request.method,
                 request.path,
             )
+            self._done(request, name, resp.status, sent, t0)
             return
         request.end()
+        self._done(request, name, resp.status, sent, t0)

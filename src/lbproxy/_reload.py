@@ -58,6 +58,7 @@ async def watch_config(
     interval: Callable[[], float],
     apply: Callable[[Config], Awaitable[None]],
     last: bytes | None = None,
+    rejected: Callable[[str], None] | None = None,
 ) -> None:
     """Run forever: every ``interval()`` seconds, apply config.yaml if its content changed.
 
@@ -81,6 +82,8 @@ async def watch_config(
             config = parse_config_file(content, str(path))
         except ConfigError as e:
             log.error("config reload rejected, keeping the running configuration: %s", e)
+            if rejected is not None:
+                rejected(str(e))
             continue
         log.info("config file %s changed; applying", path)
         try:

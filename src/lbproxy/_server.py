@@ -7,21 +7,30 @@ import gc
 import logging
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+from ._access_log import AccessLog
 from ._admin import AdminApi
+from ._admin_pages import AdminPages, head_lines, load_assets
 from ._config import Config
 from ._control import Controller
 from ._errors import ConfigError, LbproxyError
+from ._events import Events
 from ._front import Front, Request
+from ._history import History
 from ._keys import KeyFunction, make_key_function
-from ._pool import Pool
+from ._messages import Answer
+from ._metrics import CONTENT_TYPE, BalancerCollector, make_registry, render
+from ._pool import Pool, Replica
 from ._proxy import Proxy
+from ._recording import Recorder
 from ._reload import fingerprint, watch_config
 from ._reload_policy import ReloadPlan, plan, weights
 from ._replica_handle import ReplicaHandle
+from ._ring_picture import RingPicture
+from ._stats import Stats
 from ._supervisor import Supervisor
 from ._tasks import TaskSet
 from .backends import Backend, make_backend
@@ -73,8 +82,26 @@ class Server:
         )
         #: ``backend``: one built elsewhere (tests inject faults into a real one this way).
         self.backend: Backend = backend if backend is not None else make_backend(config)
-        self.supervisor = Supervisor(self.pool, self.backend, self.tasks, lambda: self.config)
-        self.control = Controller(self.pool, self.supervisor, self.backend, lambda: self.config)
+        #: The data path's counters (None: ``metrics.enabled`` is false).
+        self.stats: Stats | None = Stats() if config.metrics.enabled else None
+        #: The dashboard's timeline.
+        self.events = Events()
+        self.history = History()
+        self.ring_picture = RingPicture()
+        self.access_log: AccessLog | None = (
+            AccessLog(config.log.format, config.log.file) if config.log.access else None
+        )
+        self.supervisor = Supervisor(
+            self.pool,
+            self.backend,
+            self.tasks,
+            lambda: self.config,
+            self.events,
+            self.stats.heartbeats if self.stats is not None else None,
+        )
+        self.control = Controller(
+            self.pool, self.supervisor, self.backend, lambda: self.config, self.events
+        )
         self._key_function: KeyFunction = make_key_function(config.hashing.key)
         self.transport: Transport | None = None
         self._fronts: list[Front] = []
@@ -146,7 +173,13 @@ class Server:
         if not await self.supervisor.wait_up(first, wait):
             down = [r.hostname for r in first if not r.up.is_set()]
             log.warning("starting without %s: not up yet (still being tried)", ", ".join(down))
-        proxy = Proxy(self.pool, self.transport, lambda: self.config, lambda: self._key_function)
+        proxy = Proxy(
+            self.pool,
+            self.transport,
+            lambda: self.config,
+            lambda: self._key_function,
+            Recorder(self.stats, self.access_log),
+        )
         main = Front(
             self._admin_api("main"),
             proxy.handle,
@@ -155,10 +188,26 @@ class Server:
             cfg.proxy.client_timeout,
             cfg.proxy.max_client_connections,
         )
+        if self.stats is not None:
+            main.own_answer = self.stats.own
         admin_api = self._admin_api("admin")
+        pages = await self._pages(lambda: len(main.connections))
 
         async def not_proxied(request: Request) -> None:
-            request.answer(admin_api.unknown_path(request.path))
+            page = pages.page(request.raw_path, request.method)
+            if page is None:
+                request.answer(admin_api.unknown_path(request.path))
+            elif isinstance(page, Answer):
+                request.answer(page)
+            else:
+                status, body, kind = page
+                request.send_whole(
+                    status,
+                    "OK",
+                    head_lines(len(body), kind),
+                    b"" if request.method == "HEAD" else body,
+                    "length",
+                )
 
         admin = Front(
             admin_api,
@@ -168,6 +217,9 @@ class Server:
             cfg.proxy.client_timeout,
         )
         self._fronts = [main, admin]
+        if self.access_log is not None:
+            self.tasks.spawn(self.access_log.run(), name="access-log")
+        self.tasks.spawn(self._sample(), name="sampler")
         await main.start(sock, backlog=BACKLOG)
         await admin.start(admin_sock, backlog=128)
         self.port = sock.getsockname()[1]
@@ -179,6 +231,7 @@ class Server:
                     lambda: self.config.reload.interval,
                     self._reloaded,
                     self._config_fingerprint,
+                    self._reload_rejected,
                 ),
                 name="config-watch",
             )
@@ -201,7 +254,44 @@ class Server:
             lambda: self.config,
             listener=listener,
             about=self._about,
+            observed=self._observed,
         )
+
+    async def _pages(self, connections: Callable[[], int]) -> AdminPages:
+        """/metrics and the dashboard, for the admin listener."""
+        assets = await asyncio.to_thread(load_assets)
+        if self.stats is None:
+            return AdminPages(assets, None, CONTENT_TYPE)
+        collector = BalancerCollector(
+            self.stats,
+            self._all_replicas,
+            lambda: self.ring_picture.shares(self.pool.ring),
+            connections,
+        )
+        registry = make_registry(collector)
+        return AdminPages(assets, lambda: render(registry), CONTENT_TYPE)
+
+    def _all_replicas(self) -> list[Replica]:
+        """The pool's replicas in /rep's order, then those draining."""
+        return [*self.pool.replicas.values(), *self.supervisor.draining]
+
+    async def _sample(self) -> None:
+        """Once a second: the dashboard's history, and old counters forgotten."""
+        loop = asyncio.get_running_loop()
+        while True:
+            self.history.sample(self.pool.replicas.values(), self.stats, loop.time())
+            if self.stats is not None:
+                self.stats.forget(r.hostname for r in self._all_replicas())
+            await asyncio.sleep(self.history.step)
+
+    def _observed(self, replica: Replica) -> dict[str, object]:
+        """A replica's figures for /status and the dashboard beyond its totals."""
+        out: dict[str, object] = {"rate": self.history.rate(replica.slot)}
+        out.update(self.history.recent(replica.hostname))
+        s = self.stats.replicas.get(replica.hostname) if self.stats is not None else None
+        # 5xx answers in all; null when metrics are off.
+        out["errors"] = s.errors if s is not None else (0 if self.stats is not None else None)
+        return out
 
     def _about(self) -> dict[str, object]:
         """What /status tells besides N and the replicas."""
@@ -215,6 +305,21 @@ class Server:
             "hashing": cfg.hashing.function,
             "config_reloads": self.reloads,
             "draining": len(self.supervisor.draining),
+            "metrics": self.stats is not None,
+            "token_required": cfg.admin.token is not None,
+            "ring": {
+                "slots": self.pool.ring.scheme.slots,
+                "arcs": [
+                    [round(a, 5), round(b, 5), slot]
+                    for a, b, slot in self.ring_picture.arcs(self.pool.ring)
+                ],
+                "shares": {
+                    str(slot): round(share, 5)
+                    for slot, share in self.ring_picture.shares(self.pool.ring).items()
+                },
+            },
+            "events": self.events.recent(100),
+            "history": self.history.series(),
         }
 
     async def shutdown(self) -> None:
@@ -230,6 +335,9 @@ class Server:
         fronts, self._fronts = self._fronts, []
         # Each stops listening, closes idle connections, lets responses under way finish.
         await asyncio.gather(*(f.close(self.config.shutdown_timeout) for f in fronts))
+        if self.access_log is not None:
+            await self.access_log.flush()  # the lines of the last answers
+            self.access_log.close()
         await self.backend.close()
         await self.supervisor.close()
         if self.transport is not None:
@@ -255,8 +363,14 @@ class Server:
             reload = plan(self.config, config, self.overrides)
         except ConfigError as e:
             log.error("config reload rejected, keeping the running configuration: %s", e)
+            self._reload_rejected(str(e))
             return
         await self._carry_out(reload)
+
+    def _reload_rejected(self, why: str) -> None:
+        if self.stats is not None:
+            self.stats.reloads["failure"] += 1
+        self.events.add("reloaded", detail=f"rejected: {why}")
 
     async def apply(self, new: Config) -> None:
         """Apply a changed configuration to the running balancer (``_reload_policy``)."""
@@ -270,6 +384,12 @@ class Server:
             )
         self.config = effective
         self.reloads += 1
+        if self.stats is not None:
+            self.stats.reloads["success"] += 1
+        later = (
+            f"; after a restart: {', '.join(reload.restart_only)}" if reload.restart_only else ""
+        )
+        self.events.add("reloaded", detail=f"applied{later}")
         logging.getLogger("lbproxy").setLevel(effective.log_level.upper())
         if reload.hashing_changed:
             self._key_function = make_key_function(effective.hashing.key)

@@ -27,9 +27,11 @@ import aiohttp
 
 from ._config import Config
 from ._errors import BackendError, NameInUseError
+from ._events import Events
 from ._names import random_name
 from ._pool import Pool, Replica, State
 from ._replica_handle import ReplicaHandle
+from ._stats import Histogram
 from ._tasks import TaskSet
 from .backends import Backend
 from .backends._orchestrator import Orchestrator
@@ -52,9 +54,15 @@ class Supervisor:
         backend: Backend,
         tasks: TaskSet,
         config: Callable[[], Config],
+        events: Events | None = None,
+        heartbeats: Histogram | None = None,
     ) -> None:
         self._pool = pool
         self._backend = backend
+        #: The dashboard's timeline: deaths, replacements, replicas coming up.
+        self.events = events if events is not None else Events()
+        #: How long each heartbeat took (None: metrics are off).
+        self._heartbeats = heartbeats
         self._tasks = tasks
         self._config = config
         self._keepers: dict[Replica, asyncio.Task[None]] = {}
@@ -125,6 +133,7 @@ class Supervisor:
     async def probe(self, handle: ReplicaHandle) -> bool:
         """One heartbeat: True when the replica answers 200 within the configured timeout."""
         health = self._config().health
+        started = time.perf_counter()
         try:
             if self._session is None:
                 self._session = aiohttp.ClientSession(
@@ -143,6 +152,9 @@ class Supervisor:
             # A probe that cannot even be made is a miss, never the end of the keeper.
             log.warning("cannot probe %s: %r", handle.hostname, e)
             return False
+        finally:
+            if self._heartbeats is not None:
+                self._heartbeats.observe(time.perf_counter() - started)
 
     # -- a slot's life ---------------------------------------------------------------------
 
@@ -275,6 +287,7 @@ class Supervisor:
         replica.up.set()  # only now: whoever waits for it may route to it at once
         self._keeper_crashes.pop(replica, None)
         log.info("replica %s (slot %d) is up at %s", replica.hostname, replica.slot, handle.address)
+        self.events.add("up", replica.hostname, replica.slot, handle.address)
         return True
 
     async def _watch(self, replica: Replica) -> str:
@@ -319,6 +332,7 @@ class Supervisor:
             replica.hostname = self._fresh_name()
         replica.restarts += 1
         log.warning("replacing %s in slot %d with %s", old, replica.slot, replica.hostname)
+        self.events.add("replaced", old, replica.slot, f"by {replica.hostname}")
 
     async def _abandon(self, replica: Replica) -> None:
         """After an unexpected error: out of the ring and stopped, as far as that can be done
@@ -356,6 +370,7 @@ class Supervisor:
                     )
             await self._stop(replica)
             log.info("replica %s (slot %d) stopped", replica.hostname, replica.slot)
+            self.events.add("stopped", replica.hostname, replica.slot, "drained")
         finally:
             replica.state = State.DOWN
             self.draining.pop(replica, None)
@@ -367,6 +382,7 @@ class Supervisor:
 
     async def _mark_down(self, replica: Replica, reason: str) -> None:
         log.warning("replica %s (slot %d) is down: %s", replica.hostname, replica.slot, reason)
+        self.events.add("died", replica.hostname, replica.slot, reason)
         replica.state = State.DOWN
         replica.up.clear()
         await self._pool.refresh_ring()

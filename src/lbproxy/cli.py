@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._errors import ConfigError, LbproxyError
+from ._log_format import TEXT_FORMAT
+from ._log_format import configure as configure_logging
 from ._runtime import raise_open_files_limit, run
 
 if TYPE_CHECKING:
@@ -53,6 +55,70 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
 
 
+def _status_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from ._config import TOKEN_ENV
+
+    p = sub.add_parser(
+        "status",
+        help="print the replicas' table (as the dashboard shows it) from the admin listener",
+    )
+    p.add_argument(
+        "--url",
+        default=os.environ.get("LBPROXY_ADMIN_URL", "http://127.0.0.1:5001"),
+        help="the admin listener (default: $LBPROXY_ADMIN_URL or http://127.0.0.1:5001)",
+    )
+    p.add_argument(
+        "--token",
+        default=os.environ.get(TOKEN_ENV) or None,
+        help=f"the admin token, sent as a Bearer token (default: ${TOKEN_ENV})",
+    )
+    p.add_argument("--json", action="store_true", help="print /status' JSON as it came")
+    p.add_argument(
+        "--watch",
+        type=float,
+        metavar="SECONDS",
+        help="print the table again every SECONDS until interrupted",
+    )
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer")
+
+
+def _status(args: argparse.Namespace) -> int:
+    import json
+    import time
+    import urllib.error
+    import urllib.request
+
+    from ._status_table import render
+
+    headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
+    request = urllib.request.Request(args.url.rstrip("/") + "/status", headers=headers)
+    while True:
+        try:
+            with urllib.request.urlopen(request, timeout=args.timeout) as r:
+                body = json.load(r)
+        except urllib.error.HTTPError as e:
+            print(
+                f"lbproxy status: {args.url} answered {e.code}: {e.read()[:300]!r}", file=sys.stderr
+            )
+            return 1
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            reason = getattr(e, "reason", e)
+            print(f"lbproxy status: cannot read {args.url}/status: {reason}", file=sys.stderr)
+            return 1
+        if args.json:
+            print(json.dumps(body, indent=2))
+        else:
+            if args.watch:
+                print("\x1b[H\x1b[2J", end="")  # clear the terminal, as watch(1) does
+            print(render(body["message"]), end="", flush=True)
+        if not args.watch:
+            return 0
+        try:
+            time.sleep(args.watch)
+        except KeyboardInterrupt:
+            return 0
+
+
 def _setting(text: str) -> tuple[str, Any]:
     field, sep, value = text.partition("=")
     if not sep or not field:
@@ -73,8 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="With no command it runs the balancer: lbproxy [run] [-c/--config CONFIG] "
         "[--check] [--port PORT] [--replicas N] ... (see: lbproxy run --help).",
     )
-    sub = parser.add_subparsers(dest="command", metavar="{run,replica}")
+    sub = parser.add_subparsers(dest="command", metavar="{run,status,replica}")
     _run_parser(sub)
+    _status_parser(sub)
     sub.add_parser(
         "replica", help="run one replica web server (see: lbproxy replica --help)", add_help=False
     )
@@ -141,11 +208,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     parser = build_parser()
     args = parser.parse_args(
-        argv if argv and argv[0] in ("run", "-h", "--help") else ["run", *argv]
+        argv if argv and argv[0] in ("run", "status", "-h", "--help") else ["run", *argv]
     )
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
-    )
+    if args.command == "status":
+        return _status(args)
+    logging.basicConfig(level=logging.INFO, format=TEXT_FORMAT)
     try:
         overrides = _overrides(args)
         config = _load(args, overrides)
@@ -155,6 +222,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         print(config.model_dump_json(indent=2))  # admin.token shows as "**********"
         return 0
+    try:
+        configure_logging(config.log.format, config.log.file)
+    except OSError as e:
+        print(f"lbproxy: invalid configuration: log.file: {e}", file=sys.stderr)
+        return 2
     raise_open_files_limit()
     try:
         run(_serve(config, args.config if args.config.exists() else None, overrides))

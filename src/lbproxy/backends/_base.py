@@ -43,6 +43,11 @@ class Backend(Protocol):
         """Stop and remove it; returns once it is gone. Never raises for an already-dead one."""
         ...
 
+    async def kill(self, handle: ReplicaHandle) -> None:
+        """Kill it at once, as a crash would (SIGKILL, ``docker kill``), and leave it to the
+        supervisor to notice and replace. Raises BackendError if this backend cannot."""
+        ...
+
     async def wait_exit(self, handle: ReplicaHandle) -> str:
         """Return (with a reason) when the replica is known to have died; may never return."""
         ...

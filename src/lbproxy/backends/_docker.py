@@ -273,6 +273,16 @@ class DockerBackend:
         await self._remove(handle.ident, graceful=True)
         self._forget(handle.ident)
 
+    async def kill(self, handle: ReplicaHandle) -> None:
+        container = self._client().containers.container(handle.ident)
+        try:
+            await container.kill()  # SIGKILL: the engine reports the death as for a crash
+        except aiodocker.DockerError as e:
+            if e.status not in (404, 409):  # gone already, or not running any more
+                raise BackendError(f"cannot kill {handle.hostname}: {e.message}") from e
+        except OSError as e:
+            raise BackendError(f"cannot kill {handle.hostname}: {e}") from e
+
     async def wait_exit(self, handle: ReplicaHandle) -> str:
         return await self._exits.wait(handle.ident, "container stopped")
 

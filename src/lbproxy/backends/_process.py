@@ -205,6 +205,11 @@ class ProcessBackend:
         # Forgotten only once it is dead: if this stop is cancelled, close() still finds it.
         self._procs.pop(handle, None)
 
+    async def kill(self, handle: ReplicaHandle) -> None:
+        proc = self._procs.get(handle)
+        if proc is not None:
+            self._signal(proc.pid, signal.SIGKILL)  # the whole group, as a crash of the box would
+
     @staticmethod
     async def _group_gone(pgid: int) -> None:
         # Polled: nothing reports the end of processes that are not our children.

@@ -42,6 +42,9 @@ class StaticBackend:
     async def stop(self, handle: ReplicaHandle) -> None:
         self._handles.pop(handle.hostname, None)
 
+    async def kill(self, handle: ReplicaHandle) -> None:
+        raise BackendError("the static backend does not run its servers: it cannot kill them")
+
     async def wait_exit(self, handle: ReplicaHandle) -> str:
         # Nothing tells us a static server died but its heartbeat.
         await asyncio.Event().wait()

@@ -379,6 +379,26 @@ class SwarmBackend:
         """Nothing to do: Swarm stops tasks (on a scale-down, or to restart a dead one)."""
         self._forget(handle.ident)
 
+    async def kill(self, handle: ReplicaHandle) -> None:
+        """SIGKILL the task's container, as a crash would; Swarm restarts the task in its slot.
+        Only a container on this balancer's node can be killed from here."""
+        docker = self._client()
+        try:
+            task = await docker._query_json(f"tasks/{handle.ident}")
+            container_id = task.get("Status", {}).get("ContainerStatus", {}).get("ContainerID")
+            if not container_id:
+                raise BackendError(f"task of {handle.hostname} has no container (yet)")
+            await docker.containers.container(container_id).kill()
+        except aiodocker.DockerError as e:
+            if e.status == 404:
+                raise BackendError(
+                    f"{handle.hostname} runs on another node (or is gone): kill it there"
+                ) from e
+            if e.status != 409:  # 409: not running any more
+                raise BackendError(f"cannot kill {handle.hostname}: {e.message}") from e
+        except OSError as e:
+            raise BackendError(f"cannot kill {handle.hostname}: {e}") from e
+
     async def wait_exit(self, handle: ReplicaHandle) -> str:
         return await self._exits.wait(handle.ident, "task stopped")
 
