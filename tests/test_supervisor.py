@@ -167,7 +167,9 @@ async def test_killed_replica_is_replaced_in_same_slot(
     assert done_at_kill >= 30
     assert len(statuses) >= done_at_recovery + 100, "the load did not outlast the replacement"
     bad = [s for s in statuses if s != 200]
-    assert not bad, f"{len(bad)} of {len(statuses)} requests failed during the kill: {sorted(set(bad))}"
+    assert not bad, (
+        f"{len(bad)} of {len(statuses)} requests failed during the kill: {sorted(set(bad))}"
+    )
 
     # Same slot, new random hostname, new process; the old one is gone.
     new_name = victim.hostname

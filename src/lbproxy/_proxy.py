@@ -28,12 +28,12 @@ from ._errors import (
     UpstreamError,
     UpstreamTimeoutError,
 )
-from ._front import Request
 from ._headers import downstream_headers, encode_headers, upstream_headers
 from ._keys import REQUEST_ID_HEADER, KeyFunction
 from ._messages import Answer, failure, missing_endpoint
 from ._pool import Pool, Replica, State
 from ._throttled_log import ThrottledLog
+from .front import Request
 from .transport import IDEMPOTENT, Transport, UpstreamResponse
 
 log = logging.getLogger("lbproxy.proxy")

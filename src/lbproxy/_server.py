@@ -15,7 +15,6 @@ from ._admin import AdminApi
 from ._config import RELOADABLE, Config, same_but_weights, with_overrides
 from ._control import Controller
 from ._errors import ConfigError, LbproxyError
-from ._front import Front, Request
 from ._keys import KeyFunction, make_key_function
 from ._pool import Pool
 from ._proxy import Proxy
@@ -23,6 +22,7 @@ from ._reload import fingerprint, watch_config
 from ._supervisor import Supervisor
 from ._tasks import TaskSet
 from .backends import Backend, ReplicaHandle, make_backend
+from .front import Front, Request
 from .transport import HttptoolsTransport, Transport
 
 log = logging.getLogger("lbproxy")
@@ -184,26 +184,32 @@ class Server:
             down = [r.hostname for r in first if not r.up.is_set()]
             log.warning("starting without %s: not up yet (still being tried)", ", ".join(down))
         proxy = Proxy(self.pool, self.transport, lambda: self.config, lambda: self._key_function)
+        main_api = self._admin_api("main")
+
+        def serve_main(request: Request) -> None:
+            # Admin paths by the admin API (carried out even if the client leaves), the rest
+            # by the proxy: from the parser's callback when it can (the hot path).
+            if request.raw_path in main_api.routes:
+                request.spawn(main_api.serve(request), cancel_on_disconnect=False)
+            elif not proxy.serve_now(request):
+                request.spawn(proxy.handle(request))
+
+        admin_api = self._admin_api("admin")
+
+        def serve_admin(request: Request) -> None:  # nothing is proxied there
+            if request.raw_path in admin_api.routes:
+                request.spawn(admin_api.serve(request), cancel_on_disconnect=False)
+            else:
+                request.answer(admin_api.unknown_path(request.path))
+                request.done()
+
         main = Front(
-            self._admin_api("main"),
-            proxy.handle,
-            proxy.serve_now,
+            serve_main,
             cfg.proxy.client_keepalive_timeout,
             cfg.proxy.client_timeout,
             cfg.proxy.max_client_connections,
         )
-        admin_api = self._admin_api("admin")
-
-        async def not_proxied(request: Request) -> None:
-            request.answer(admin_api.unknown_path(request.path))
-
-        admin = Front(
-            admin_api,
-            not_proxied,
-            lambda request: False,
-            cfg.proxy.client_keepalive_timeout,
-            cfg.proxy.client_timeout,
-        )
+        admin = Front(serve_admin, cfg.proxy.client_keepalive_timeout, cfg.proxy.client_timeout)
         self._fronts = [main, admin]
         await main.start(sock, backlog=BACKLOG)
         await admin.start(admin_sock, backlog=128)

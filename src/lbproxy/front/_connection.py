@@ -1,0 +1,391 @@
+"""One client connection: requests answered one at a time and in order, backpressure both
+ways, and the connection's end (closing, lingering, idle and stalled clients)."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+import httptools
+
+from .._errors import ClientDisconnectedError, MalformedRequestError
+from .._flow import FlowControl
+from .._framing import write_chunk
+from .._messages import Answer, failure
+from ._parser import Rejected, RequestParser
+from ._request import Request
+from ._wire import BUSY, plain_answer
+
+if TYPE_CHECKING:
+    from ._server import Front
+
+log = logging.getLogger("lbproxy.front")
+
+#: Reading from a client pauses once this much of its request body waits to be sent on.
+BODY_HIGH_WATER = 256 * 1024
+#: How long a connection that will be closed keeps reading (and discarding) what the client
+#: still sends, so that closing it does not reset the answer the client has yet to read.
+LINGER = 2.0
+
+_ALLOW = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+
+
+class ClientConnection(asyncio.Protocol):
+    """The ``ClientSink`` of its requests; ``Front.dispatch`` serves each."""
+
+    __slots__ = (
+        "_closed",
+        "_discarding",
+        "_error",
+        "_watch",
+        "closing",
+        "current",
+        "eof",
+        "flow",
+        "front",
+        "loop",
+        "lost",
+        "parser",
+        "pending",
+        "remote",
+        "requests",
+        "scheme",
+        "transport",
+    )
+
+    def __init__(self, front: Front) -> None:
+        self.front = front
+        self.loop = front.loop
+        self.scheme = front.scheme
+        self.parser = RequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.flow: FlowControl | None = None
+        self.remote: str | None = None
+        self.current: Request | None = None
+        self.pending: collections.deque[Request] = collections.deque()
+        self.closing = False  # no more requests: after the current answer, close
+        self.lost = False
+        self.eof = False  # the client sent EOF: it may still read
+        self.requests = 0
+        self._discarding = False  # input is ignored from now on
+        self._closed = False
+        self._error: Answer | None = None  # a 400/414/431 to send once the current answer ends
+        self._watch: _Watch | None = None
+
+    # -- asyncio.Protocol --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.flow = FlowControl(transport, self.loop)  # type: ignore[arg-type]
+        peer = transport.get_extra_info("peername")
+        self.remote = peer[0] if isinstance(peer, tuple) else None
+        front = self.front
+        if len(front.connections) >= front.max_connections:
+            # Out of descriptors soon: a clear answer now, and the rest kept for replica
+            # connections and heartbeats (which starve first when clients take them all).
+            self.lost = self._discarding = True
+            transport.write(plain_answer(BUSY))  # type: ignore[attr-defined]
+            transport.close()
+            front.notes.warning(
+                "clients",
+                "refused",
+                "refusing client connections: %d are open, the most allowed "
+                "(proxy.max_client_connections)",
+                len(front.connections),
+            )
+            return
+        front.connections.add(self)
+        self._watch = _Watch(self)
+
+    def data_received(self, data: bytes) -> None:
+        watch = self._watch
+        if watch is not None:
+            watch.rx += 1
+        if self._discarding:
+            return
+        try:
+            self.parser.feed(data)
+        except httptools.HttpParserUpgrade:
+            # Upgrades are not offered (Upgrade is hop-by-hop and dropped): the request is
+            # answered as a plain one, and what follows its head is not HTTP/1.1, so the
+            # connection ends after the answer.
+            self._discarding = True
+            self.closing = True
+        except httptools.HttpParserCallbackError as e:
+            cause = e.__context__
+            if isinstance(cause, Rejected):
+                self._malformed(cause.message, cause.status)
+            else:
+                log.error("serving a request failed", exc_info=cause)
+                self.abort()
+        except httptools.HttpParserError as e:
+            self._malformed(f"Malformed HTTP request: {e}", 400)
+
+    def eof_received(self) -> bool | None:
+        # The client finished sending; answers to what it asked for still go out.
+        self.eof = True
+        self.closing = True
+        if self.parser.parsing is not None:
+            self.parser.parsing.wake()  # a body cut short
+        if self.current is None:
+            self.transport.close()  # type: ignore[union-attr]
+        return True  # keep our side open until the answers are written
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.closing = True
+        self.front.connections.discard(self)
+        if self._watch is not None:
+            self._watch.stop()
+        for req in (self.parser.parsing, *self.pending):
+            if req is not None:
+                req.wake()
+        self.pending.clear()
+        current = self.current
+        if current is not None and current.client_left():
+            self.done(current)
+        if self.flow is not None:
+            self.flow.lose(ClientDisconnectedError("the client went away"))
+
+    def pause_writing(self) -> None:
+        self.flow.pause_writing()  # type: ignore[union-attr]
+
+    def resume_writing(self) -> None:
+        if self._watch is not None:
+            self._watch.resumes += 1
+        self.flow.resume_writing()  # type: ignore[union-attr]
+
+    # -- what the parser hands on ------------------------------------------------------------
+
+    def received(self, req: Request) -> None:
+        if self.current is None:
+            self._start(req)
+        else:
+            self.pending.append(req)  # pipelined: answered after the ones before it
+            self.update_reading()
+
+    def body_queued(self, req: Request) -> None:
+        if req.queued > BODY_HIGH_WATER and not self.flow.read_paused:  # type: ignore[union-attr]
+            self.update_reading()
+
+    # -- ClientSink --------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if not self.lost and self.transport is not None:
+            self.transport.write(data)
+
+    def write_chunk(self, data: bytes) -> None:
+        if not self.lost and self.transport is not None:
+            write_chunk(self.transport, data)
+
+    @property
+    def write_paused(self) -> bool:
+        flow = self.flow
+        return flow is not None and flow.write_paused
+
+    async def drain(self) -> None:
+        await self.flow.drain()  # type: ignore[union-attr]
+
+    def abort(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    @property
+    def last_answer(self) -> bool:
+        return self.closing and not self.pending and self._error is None
+
+    @property
+    def body_gone(self) -> bool:
+        return self.lost or self.eof
+
+    def body_taken(self) -> None:
+        self.update_reading()
+
+    def done(self, req: Request) -> None:
+        if self.current is not req:
+            return
+        self.current = None
+        if self.lost:
+            return
+        if not req.finished:
+            self.abort()
+        elif self.pending and req.keep_alive:
+            self._start(self.pending.popleft())
+            self.update_reading()
+        elif self._error is not None:
+            self._reject(self._error)  # what could not be parsed, after what could
+        elif not req.keep_alive or self.closing:
+            self.close()
+        elif self.flow.read_paused or self.parser.parsing is not None:  # type: ignore[union-attr]
+            # Nothing is pending here, so reading needs no change unless it is paused or a
+            # request body is being read: the usual keep-alive request skips the call.
+            self.update_reading()
+
+    # -- serving -----------------------------------------------------------------------------
+
+    def _start(self, req: Request) -> None:
+        self.current = req
+        self.requests += 1
+        if req.method == "CONNECT":
+            req.answer(failure("CONNECT is not supported", 405, {"Allow": _ALLOW}))
+            self.done(req)
+        else:
+            self.front.dispatch(req)
+
+    def update_reading(self) -> None:
+        """Read from the client unless requests or body bytes are piling up unanswered."""
+        if self.lost or self.flow is None:
+            return
+        req = self.parser.parsing
+        if self.pending or (req is not None and req.queued > BODY_HIGH_WATER):
+            self.flow.pause_reading()
+        else:
+            self.flow.resume_reading()
+
+    def _malformed(self, message: str, status: int) -> None:
+        """The parser gave up: on a head (that request gets the 4xx), or on the body or
+        trailers of a request whose head was taken already. Either way the connection ends:
+        nothing after the error can be framed."""
+        req = self.parser.parsing
+        if req is None:
+            self._reject(failure(message, status))
+            return
+        self.parser.parsing = None
+        self.closing = self._discarding = True
+        self.front.notes.info(
+            "clients", "malformed", "%s %s: malformed request: %s", req.method, req.target, message
+        )
+        if req is self.current:
+            if req.started:
+                self.abort()  # too late for a 400; connection_lost drops the upstream side
+            else:
+                # Whoever streams the body gets this error at once: the replica's
+                # connection is reset (never reused), the client gets the 4xx.
+                req.fail(MalformedRequestError(message, status))
+        else:  # pipelined, not started: it never goes anywhere; the 4xx after the ones before
+            with contextlib.suppress(ValueError):
+                self.pending.remove(req)
+            self._error = failure(message, status)
+
+    def _reject(self, answer: Answer) -> None:
+        """Answer a request that could not be parsed, then hang up."""
+        self.closing = True
+        self._discarding = True
+        self.parser.parsing = None
+        if self.current is not None:
+            self._error = answer  # after the answers to the requests before it
+            return
+        self._error = None
+        self.write(plain_answer(answer))
+        self.close()
+
+    def close(self) -> None:
+        """Close after what was written is sent; keep discarding input for a while so the
+        kernel does not reset the connection under an answer not yet read."""
+        transport = self.transport
+        if self.lost or transport is None or self._closed:
+            return
+        self._closed = self._discarding = True
+        if self.eof:
+            transport.close()
+            return
+        self.flow.resume_reading()  # type: ignore[union-attr]
+        if transport.can_write_eof():
+            try:
+                transport.write_eof()
+            except OSError:  # the client is gone already (asyncio's transport says so here)
+                transport.close()
+                return
+            self.loop.call_later(LINGER, self._hard_close)
+        else:
+            transport.close()
+
+    def _hard_close(self) -> None:
+        if not self.lost and self.transport is not None:
+            self.transport.close()
+
+    def cut_stalled(self) -> None:
+        """A client stalled mid-request for ``client_timeout``: free the replica's connection
+        and the client's; 408 if none of the answer went out yet."""
+        req = self.current
+        if req is None or req.started:
+            self.abort()  # connection_lost drops the upstream exchange
+            return
+        front = self.front
+        front.notes.info(
+            "clients", "stalled", "%s %s: client stalled mid-request; 408", req.method, req.target
+        )
+        self.closing = True
+        self._discarding = True
+        req.keep_alive = False
+        req.answer(
+            failure(
+                f"The request was not received in time (nothing for {front.client_timeout:g}s)",
+                408,
+            )
+        )
+        if not req.cut():  # a task's ending (its finally) closes the connection
+            self.done(req)
+
+    def waiting_on_client(self) -> bool:
+        """Whether the client holds things up: it does not read the answer, or it does not
+        send the rest of a request body that the balancer is ready to read."""
+        if self.write_paused:
+            return True
+        req = self.parser.parsing
+        return req is not None and req is self.current and not self.flow.read_paused  # type: ignore[union-attr]
+
+    def shutdown(self) -> None:
+        """Shutting down: no more requests; an idle connection closes now."""
+        self.closing = True
+        if self.current is None:
+            self.close()
+
+
+class _Watch:
+    """One coarse timer per connection, never touched per request: a busy connection costs
+    no timer work. Activity is noticed at the next tick, so a limit is enforced at most two
+    ticks (half the smaller limit) late, never early."""
+
+    __slots__ = ("_conn", "_idle_since", "_io_since", "_seen", "_timer", "resumes", "rx")
+
+    def __init__(self, conn: ClientConnection) -> None:
+        self._conn = conn
+        self.rx = 0  # data_received calls: progress of a client sending a request body
+        self.resumes = 0  # resume_writing calls: progress of a client reading an answer
+        self._seen = (0, 0, 0)  # (requests, rx, resumes) at the last tick
+        self._io_since = self._idle_since = conn.loop.time()
+        self._timer: asyncio.TimerHandle | None = conn.loop.call_later(
+            conn.front.tick, self._on_timer
+        )
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _on_timer(self) -> None:
+        conn = self._conn
+        self._timer = None
+        if conn.lost:
+            return
+        now = conn.loop.time()
+        seen = (conn.requests, self.rx, self.resumes)
+        if seen[0] != self._seen[0] or conn.current is not None:
+            self._idle_since = now
+        if seen[1:] != self._seen[1:]:
+            self._io_since = now
+        self._seen = seen
+        front = conn.front
+        if conn.current is None and not conn.write_paused:
+            if now - self._idle_since >= front.idle_timeout:
+                conn.close()
+                return
+        elif conn.waiting_on_client() and now - self._io_since >= front.client_timeout:
+            conn.cut_stalled()
+            return
+        self._timer = conn.loop.call_later(front.tick, self._on_timer)
