@@ -20,7 +20,9 @@ import httptools
 
 from .._config import ProxyConfig
 from .._errors import UpstreamConnectError, UpstreamProtocolError, UpstreamTimeoutError
-from .._headers import CRLF, HOP_BY_HOP, SEP, decode_wire, only_chunked
+from .._flow import ByteQueue, FlowControl
+from .._framing import CHUNKED_LINE, BodyFraming, write_chunk
+from .._headers import CRLF, HOP_BY_HOP, SEP, decode_wire
 from ._base import IDEMPOTENT, RequestBody
 
 log = logging.getLogger("lbproxy.transport")
@@ -37,15 +39,14 @@ class _StaleConnection(Exception):
     """A reused connection was closed by the replica before any of the answer came back."""
 
 
-class _Response:
-    """One exchange on a connection; what ``Transport.request`` returns (UpstreamResponse)."""
+class _Response(ByteQueue):
+    """One exchange on a connection; what ``Transport.request`` returns (UpstreamResponse).
+    Its body queues on it as it arrives."""
 
     __slots__ = (
-        "_chunks",
         "_conn",
         "_error",
         "_released",
-        "_waiter",
         "body_started",
         "close_delimited",
         "complete",
@@ -62,6 +63,7 @@ class _Response:
     )
 
     def __init__(self, conn: _Connection, head_only: bool, replayable: bool) -> None:
+        ByteQueue.__init__(self)
         self._conn = conn
         self.head_only = head_only
         #: Bodiless and idempotent: may be sent to another replica if this one gives up.
@@ -77,9 +79,7 @@ class _Response:
         self.close_delimited = False
         self.received = False  # any byte of the answer has come in
         self.body_started = False  # any byte of the request body was taken from the client
-        self._chunks: list[bytes] = []
         self._error: BaseException | None = None
-        self._waiter: asyncio.Future[None] | None = None
         self._released = False
 
     # -- for the proxy -----------------------------------------------------------------------
@@ -89,14 +89,10 @@ class _Response:
         return decode_wire(self.header_lines)
 
     def take(self) -> bytes:
-        chunks = self._chunks
-        if not chunks:
-            return b""
-        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        self._chunks = []
-        self._conn.buffered = 0
-        if self._conn.read_paused:
-            self._conn.resume_reading()
+        data = ByteQueue.take(self)
+        flow = self._conn.flow
+        if flow is not None and flow.read_paused:
+            flow.resume_reading()
         return data
 
     async def read(self) -> bytes:
@@ -107,7 +103,7 @@ class _Response:
                 raise self._error
             if self.complete:
                 return b""
-            await self._wait()
+            await self.wait(self._conn.loop)
 
     def release(self) -> None:
         if not self._released:
@@ -132,48 +128,32 @@ class _Response:
 
     # -- for the connection ------------------------------------------------------------------
 
-    async def _wait(self) -> None:
-        self._waiter = waiter = self._conn.loop.create_future()
-        try:
-            await waiter
-        finally:
-            self._waiter = None
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
     def fail(self, error: BaseException) -> None:
         if self._error is None and not self.complete:
             self._error = error
-            self._wake()
+            self.wake()
 
 
 class _Connection(asyncio.Protocol):
     """One keep-alive connection to a replica, serving one exchange at a time."""
 
     __slots__ = (
-        "_drain",
         "_exchange",
+        "_framing",
         "_interim",
         "_last_activity",
-        "_length_known",
         "_on_answer",
         "_status",
-        "_te",
         "_timer",
         "_waiting_on_client",
-        "_write_paused",
-        "buffered",
         "closed",
+        "flow",
         "idle",
         "idle_since",
         "keep_alive",
         "loop",
         "parser",
         "pool",
-        "read_paused",
         "reused",
         "transport",
     )
@@ -187,16 +167,12 @@ class _Connection(asyncio.Protocol):
         self.idle = False  # in the pool's idle list
         self.reused = False
         self.idle_since = 0.0
-        self.read_paused = False
-        self.buffered = 0
+        self.flow: FlowControl | None = None
         self.keep_alive = False
         self._exchange: _Response | None = None
         self._status = b""
         self._interim = False
-        self._length_known = False
-        self._te: bytes | None = None
-        self._write_paused = False
-        self._drain: asyncio.Future[None] | None = None
+        self._framing = BodyFraming()
         self._timer: asyncio.TimerHandle | None = None
         self._last_activity = 0.0
         self._waiting_on_client = False
@@ -207,6 +183,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.flow = FlowControl(transport, self.loop)  # type: ignore[arg-type]
         self.pool.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
@@ -244,24 +221,23 @@ class _Connection(asyncio.Protocol):
             else:
                 what = "its answer" if ex.head_done else "the connection before answering"
                 ex.fail(UpstreamProtocolError(f"{self.pool.address} broke off {what}"))
-        self._wake_drain()
+        if self.flow is not None:
+            self.flow.wake_writer()  # the body being sent stops: the exchange failed
         if ex is not None and self._on_answer is not None:
             self._notify(ex)
 
     def pause_writing(self) -> None:
-        self._write_paused = True
+        self.flow.pause_writing()  # type: ignore[union-attr]
 
     def resume_writing(self) -> None:
-        self._write_paused = False
         self._last_activity = self.loop.time()
-        self._wake_drain()
+        self.flow.resume_writing()  # type: ignore[union-attr]
 
     # -- httptools callbacks -----------------------------------------------------------------
 
     def on_message_begin(self) -> None:
         self._status = b""
-        self._length_known = False
-        self._te = None
+        self._framing.reset()
         ex = self._exchange
         if ex is not None:
             ex.header_lines = []
@@ -280,12 +256,7 @@ class _Connection(asyncio.Protocol):
         ex.header_lines += (name, SEP, value, CRLF)
         low = name.lower()
         if low in _NOTED:
-            if low == b"content-length":
-                self._length_known = True
-                ex.length = int(value)  # the parser has checked it
-            elif low == b"transfer-encoding":
-                self._length_known = True
-                self._te = value if self._te is None else self._te + b"," + value
+            self._framing.note(low, value)
             if low in _HOP_BY_HOP:
                 ex.end_to_end = False
 
@@ -300,19 +271,19 @@ class _Connection(asyncio.Protocol):
                 self.abort()
             self._interim = True  # an interim answer (103 Early Hints...): wait for the final
             return
-        te = self._te
-        if te is not None and (not only_chunked(te) or self.parser.get_http_version() == "1.0"):
+        framing = self._framing
+        refusal = (
+            framing.refusal(self.parser.get_http_version() == "1.0")
+            if framing.te is not None
+            else None
+        )
+        if refusal is not None:
             # The body is relayed chunked as the balancer parsed it: a coding on top of
-            # chunked (gzip, chunked) would be lost on the way, and other framings are not
-            # relayed at all (RFC 9112 section 6.1: an HTTP/1.0 one is faulty).
-            ex.fail(
-                UpstreamProtocolError(
-                    f"{self.pool.address} sent an answer with Transfer-Encoding: "
-                    f"{te.decode('latin-1')} (only chunked is relayed)"
-                )
-            )
+            # chunked (gzip, chunked) would be lost on the way.
+            ex.fail(UpstreamProtocolError(f"{self.pool.address} sent an answer with {refusal}"))
             self.abort()
             return
+        ex.length = framing.length
         ex.status = status
         ex.reason = self._status.decode("latin-1")
         ex.head_done = True
@@ -324,28 +295,23 @@ class _Connection(asyncio.Protocol):
             # and the next exchange on this connection gets a fresh parser.
             self.parser = httptools.HttpResponseParser(self)
             self._complete(ex)
-        elif ex.has_body and not self._length_known:
+        elif ex.has_body and not framing.known:
             ex.close_delimited = True
             self.keep_alive = False
-        # Checked here rather than by calling _wake/_wake_drain: on the hot path nobody waits.
-        if ex._waiter is not None:
-            ex._wake()
-        if self._drain is not None:
-            self._wake_drain()  # a request body still being sent stops: the replica answered
+        # Checked here rather than by calling wake/wake_writer: on the hot path nobody waits.
+        if ex.waited_on:
+            ex.wake()
+        if self.flow.draining:  # type: ignore[union-attr]
+            self.flow.wake_writer()  # type: ignore[union-attr]  # the replica answered: stop
 
     def on_body(self, body: bytes) -> None:
         ex = self._exchange
         if ex is None or ex.complete:
             self.keep_alive = False  # more than the answer said it would be
             return
-        ex._chunks.append(body)
-        self.buffered += len(body)
-        if self.buffered > HIGH_WATER and not self.read_paused:
-            self.read_paused = True
-            assert self.transport is not None
-            self.transport.pause_reading()
-        if ex._waiter is not None:
-            ex._wake()
+        ex.push(body)
+        if ex.queued > HIGH_WATER:
+            self.flow.pause_reading()  # type: ignore[union-attr]
 
     def on_message_complete(self) -> None:
         if self._interim:
@@ -398,7 +364,7 @@ class _Connection(asyncio.Protocol):
             if body is not None:
                 await self._send_body(ex, body, chunked)
             while not ex.head_done and ex._error is None:
-                await ex._wait()
+                await ex.wait(self.loop)
         except BaseException:
             # Cancelled, or the client left mid-body: the replica must see a cut request.
             self.abort()
@@ -415,8 +381,8 @@ class _Connection(asyncio.Protocol):
         return ex
 
     async def _send_body(self, ex: _Response, body: RequestBody, chunked: bool) -> None:
-        assert self.transport is not None
-        transport = self.transport
+        assert self.transport is not None and self.flow is not None
+        transport, flow = self.transport, self.flow
         while True:
             self._waiting_on_client = True
             try:
@@ -430,7 +396,7 @@ class _Connection(asyncio.Protocol):
                 self.keep_alive = False
                 return
             if chunked:
-                transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
+                write_chunk(transport, chunk)
                 if not chunk:
                     return
             elif not chunk:
@@ -438,17 +404,13 @@ class _Connection(asyncio.Protocol):
             else:
                 transport.write(chunk)
             self._last_activity = self.loop.time()
-            if self._write_paused:
-                self._drain = self.loop.create_future()
-                try:
-                    await self._drain
-                finally:
-                    self._drain = None
+            if flow.write_paused:
+                await flow.drain()
 
     def _complete(self, ex: _Response) -> None:
         ex.complete = True
-        if ex._waiter is not None:
-            ex._wake()
+        if ex.waited_on:
+            ex.wake()
 
     def finish(self, ex: _Response) -> None:
         """The proxy is done with ``ex``: back to the pool if the connection is clean."""
@@ -457,8 +419,7 @@ class _Connection(asyncio.Protocol):
         self._exchange = None
         self._on_answer = None
         if ex.complete and ex._error is None and self.keep_alive and not self.closed:
-            if self.read_paused:
-                self.resume_reading()
+            self.flow.resume_reading()  # type: ignore[union-attr]
             self.pool.release(self)
         elif ex.complete and ex._error is None:
             self.close()
@@ -486,7 +447,7 @@ class _Connection(asyncio.Protocol):
             self._arm(self.pool.read_timeout)
             return
         timeout = self.pool.read_timeout
-        if self.read_paused or self._waiting_on_client:
+        if self.flow.read_paused or self._waiting_on_client:  # type: ignore[union-attr]
             self._arm(timeout)  # waiting for the client, not for the replica
             return
         quiet = self.loop.time() - self._last_activity
@@ -497,16 +458,6 @@ class _Connection(asyncio.Protocol):
         self.abort()
 
     # -- helpers -----------------------------------------------------------------------------
-
-    def resume_reading(self) -> None:
-        self.read_paused = False
-        if self.transport is not None and not self.closed:
-            self.transport.resume_reading()
-
-    def _wake_drain(self) -> None:
-        drain = self._drain
-        if drain is not None and not drain.done():
-            drain.set_result(None)
 
     def close(self) -> None:
         self.closed = True
@@ -613,7 +564,7 @@ def encode_head(method: str, target: str, headers: bytes, chunked: bool) -> byte
         method.encode("latin-1"),
         target.encode("latin-1"),
         headers,
-        b"Transfer-Encoding: chunked\r\n" if chunked else b"",
+        CHUNKED_LINE if chunked else b"",
     )
 
 
