@@ -33,6 +33,7 @@ from ._keys import REQUEST_ID_HEADER, KeyFunction
 from ._messages import Answer, failure, missing_endpoint
 from ._pool import Pool, Replica, State
 from ._throttled_log import ThrottledLog
+from ._tunnel import Tunnel
 from .front import Request
 from .transport import IDEMPOTENT, Transport, UpstreamResponse
 
@@ -76,6 +77,9 @@ class Proxy:
             if generated and self._config().hashing.key == "request_id"
             else []
         )
+        if request.upgrade is not None:
+            # Hop-by-hop, but this hop is asked for them: the replica decides to switch.
+            extra += [("Connection", "Upgrade"), ("Upgrade", request.upgrade)]
         if request.end_to_end:  # the usual case: the client's headers go on as they came
             headers = b"".join(request.header_lines) + self._forwarded_lines(request, extra)
         else:
@@ -111,7 +115,12 @@ class Proxy:
 
         Only bodiless idempotent requests qualify, so that one found to have gone out on a
         connection the replica had just closed can be sent again."""
-        if request.has_body or request.method not in IDEMPOTENT or request.host is None:
+        if (
+            request.has_body
+            or request.method not in IDEMPOTENT
+            or request.host is None
+            or request.upgrade is not None
+        ):
             return False
         key, headers = self._prepare(request)
         replica = self._pool.pick(key)  # with bounded loads, one that has room
@@ -196,6 +205,7 @@ class Proxy:
         # May be sent again after a replica broke off: nothing of it can have been acted on
         # in a way that a second try changes (RFC 9110 section 9.2.2), and no body is spent.
         replayable = body is None and request.method in IDEMPOTENT
+        upgrade = request.upgrade is not None
         refused: list[str] = []
         resp: UpstreamResponse | None = None
         replica: Replica | None = None
@@ -222,7 +232,7 @@ class Proxy:
             replica.begin()
             try:
                 resp = await self._transport.request(
-                    address, request.method, request.target, sent, body
+                    address, request.method, request.target, sent, body, upgrade
                 )
                 if replica.failures:
                     replica.failures = 0
@@ -255,7 +265,9 @@ class Proxy:
                 )
             return
         try:
-            if not self._relay_now(request, resp):
+            if upgrade and resp.status == 101:
+                await self._tunnel(request, resp)
+            elif not self._relay_now(request, resp):
                 await self._stream(request, resp, replica, name)
         finally:
             resp.release()
@@ -351,6 +363,25 @@ class Proxy:
             request.send_whole(resp.status, resp.reason, self._headers(resp), resp.take(), framing)
             return True
         return False
+
+    async def _tunnel(self, request: Request, resp: UpstreamResponse) -> None:
+        """The replica switched protocols: relay both connections as they are until either
+        closes or both stay quiet for ``proxy.tunnel_idle_timeout``."""
+        upgrade = next((v for k, v in resp.headers if k.lower() == "upgrade"), request.upgrade)
+        headers = encode_headers(
+            [
+                *downstream_headers(resp.headers),
+                ("Connection", "Upgrade"),
+                ("Upgrade", upgrade or ""),
+            ]
+        )
+        replica_end = resp.detach()
+        try:
+            client_end = request.switch(resp.status, resp.reason, headers)
+        except ClientDisconnectedError:
+            replica_end.transport.close()
+            return
+        await Tunnel(client_end, replica_end, self._config().proxy.tunnel_idle_timeout).wait()
 
     @staticmethod
     def _headers(resp: UpstreamResponse) -> bytes:

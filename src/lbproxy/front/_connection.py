@@ -15,6 +15,7 @@ from .._errors import ClientDisconnectedError, MalformedRequestError
 from .._flow import FlowControl
 from .._framing import write_chunk
 from .._messages import Answer, failure
+from .._tunnel import TunnelEnd
 from ._parser import Rejected, RequestParser
 from ._request import Request
 from ._wire import BUSY, plain_answer
@@ -39,6 +40,7 @@ class ClientConnection(asyncio.Protocol):
     __slots__ = (
         "_closed",
         "_discarding",
+        "_early",
         "_error",
         "_watch",
         "closing",
@@ -73,6 +75,8 @@ class ClientConnection(asyncio.Protocol):
         self._discarding = False  # input is ignored from now on
         self._closed = False
         self._error: Answer | None = None  # a 400/414/431 to send once the current answer ends
+        #: After a head that asks to upgrade: the bytes that followed it (None: no upgrade).
+        self._early: bytes | None = None
         self._watch: _Watch | None = None
 
     # -- asyncio.Protocol --------------------------------------------------------------------
@@ -108,12 +112,16 @@ class ClientConnection(asyncio.Protocol):
             return
         try:
             self.parser.feed(data)
-        except httptools.HttpParserUpgrade:
-            # Upgrades are not offered (Upgrade is hop-by-hop and dropped): the request is
-            # answered as a plain one, and what follows its head is not HTTP/1.1, so the
-            # connection ends after the answer.
+        except httptools.HttpParserUpgrade as e:
+            # What follows the head is not HTTP/1.1: no more requests are read. A request
+            # asking to upgrade keeps those bytes (and reading pauses) for the tunnel a 101
+            # answer makes; if it gets another answer, the connection ends after it.
             self._discarding = True
             self.closing = True
+            last = self.pending[-1] if self.pending else self.current
+            if last is not None and last.upgrade is not None:
+                self._early = data[e.args[0] :]
+                self.flow.pause_reading()  # type: ignore[union-attr]
         except httptools.HttpParserCallbackError as e:
             cause = e.__context__
             if isinstance(cause, Rejected):
@@ -205,6 +213,17 @@ class ClientConnection(asyncio.Protocol):
     def body_taken(self) -> None:
         self.update_reading()
 
+    def switch(self, head: bytes) -> TunnelEnd:
+        transport = self.transport
+        if self.lost or transport is None or transport.is_closing():
+            raise ClientDisconnectedError("the client left before its upgrade")
+        transport.write(head)
+        if self._watch is not None:  # the tunnel has its own idle timeout
+            self._watch.stop()
+            self._watch = None
+        early, self._early = self._early or b"", None
+        return TunnelEnd(transport, early, self.connection_lost)
+
     def done(self, req: Request) -> None:
         if self.current is not req:
             return
@@ -241,7 +260,11 @@ class ClientConnection(asyncio.Protocol):
         if self.lost or self.flow is None:
             return
         req = self.parser.parsing
-        if self.pending or (req is not None and req.queued > BODY_HIGH_WATER):
+        if (
+            self.pending
+            or self._early is not None  # the rest is for a tunnel, if an upgrade is made
+            or (req is not None and req.queued > BODY_HIGH_WATER)
+        ):
             self.flow.pause_reading()
         else:
             self.flow.resume_reading()
@@ -290,6 +313,8 @@ class ClientConnection(asyncio.Protocol):
         if self.lost or transport is None or self._closed:
             return
         self._closed = self._discarding = True
+        if transport.is_closing():  # a tunnel's, closed by it
+            return
         if self.eof:
             transport.close()
             return

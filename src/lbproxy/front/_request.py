@@ -18,6 +18,7 @@ from .._flow import ByteQueue
 from .._framing import CHUNKED_LINE, LAST_CHUNK, chunked_whole
 from .._headers import decode_wire, encode_headers
 from .._messages import JSON, Answer, failure
+from .._tunnel import TunnelEnd
 
 log = logging.getLogger("lbproxy.front")
 
@@ -58,6 +59,11 @@ class ClientSink(Protocol):
 
     def done(self, request: Request) -> None:
         """The answer is out (or the request given up): on to the next request."""
+        ...
+
+    def switch(self, head: bytes) -> TunnelEnd:
+        """Send ``head`` (a 101's) and hand the connection over to a tunnel; raises
+        ``ClientDisconnectedError`` if the client is gone."""
         ...
 
 
@@ -343,6 +349,14 @@ class Request(ByteQueue):
             self._sink.write(LAST_CHUNK)
             self._chunked_out = False
         self.finished = True
+
+    def switch(self, status: int, reason: str, headers: bytes) -> TunnelEnd:
+        """Send a 101 answer (``headers``: encoded lines, with its Connection and Upgrade):
+        from now on the connection is one end of a tunnel, never HTTP again."""
+        self.keep_alive = False
+        self.started = self.finished = True
+        head = b"HTTP/1.1 %d %s\r\n%s\r\n" % (status, reason.encode("latin-1"), headers)
+        return self._sink.switch(head)
 
     @property
     def write_paused(self) -> bool:

@@ -23,6 +23,7 @@ from .._errors import UpstreamConnectError, UpstreamProtocolError, UpstreamTimeo
 from .._flow import ByteQueue, FlowControl
 from .._framing import CHUNKED_LINE, BodyFraming, write_chunk
 from .._headers import CRLF, HOP_BY_HOP, SEP, decode_wire
+from .._tunnel import TunnelEnd
 from ._base import IDEMPOTENT, RequestBody
 
 log = logging.getLogger("lbproxy.transport")
@@ -60,12 +61,17 @@ class _Response(ByteQueue):
         "received",
         "replayable",
         "status",
+        "upgrade",
     )
 
-    def __init__(self, conn: _Connection, head_only: bool, replayable: bool) -> None:
+    def __init__(
+        self, conn: _Connection, head_only: bool, replayable: bool, upgrade: bool = False
+    ) -> None:
         ByteQueue.__init__(self)
         self._conn = conn
         self.head_only = head_only
+        #: The request asks to upgrade: a 101 answer is taken (and ``detach`` makes a tunnel).
+        self.upgrade = upgrade
         #: Bodiless and idempotent: may be sent to another replica if this one gives up.
         self.replayable = replayable
         self.status = 0
@@ -104,6 +110,15 @@ class _Response(ByteQueue):
             if self.complete:
                 return b""
             await self.wait(self._conn.loop)
+
+    def detach(self) -> TunnelEnd:
+        """A 101 answer to an upgrade: the connection leaves HTTP (and its pool) and becomes
+        one end of a tunnel; what came after the answer's head goes through it first."""
+        conn = self._conn
+        assert self.status == 101 and self.upgrade and conn.transport is not None
+        self._released = True
+        conn.detach()
+        return TunnelEnd(conn.transport, self.take())
 
     def release(self) -> None:
         if not self._released:
@@ -188,6 +203,9 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         ex = self._exchange
+        if ex is not None and ex.complete and ex.upgrade and ex.status == 101:
+            ex.push(data)  # the other protocol's, for the tunnel about to be made
+            return
         if ex is None or ex.complete:
             # Bytes nobody asked for: the connection's framing can no longer be trusted.
             self.keep_alive = False
@@ -198,6 +216,9 @@ class _Connection(asyncio.Protocol):
         self._last_activity = self.loop.time()
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as e:
+            if ex.upgrade and ex.status == 101:
+                ex.push(data[e.args[0] :])  # the other protocol's first bytes
         except httptools.HttpParserError as e:
             ex.fail(UpstreamProtocolError(f"{self.pool.address} sent a malformed answer: {e}"))
             self.abort()
@@ -265,6 +286,15 @@ class _Connection(asyncio.Protocol):
         if ex is None:
             return
         status = self.parser.get_status_code()
+        if status == 101 and ex.upgrade:
+            # Switched: no body, and the connection is never HTTP again (``detach``).
+            ex.status = status
+            ex.reason = self._status.decode("latin-1")
+            ex.head_done = True
+            ex.has_body = False
+            self.keep_alive = False
+            self._complete(ex)
+            return
         if 100 <= status < 200:
             if status == 101:
                 ex.fail(UpstreamProtocolError(f"{self.pool.address} switched protocols"))
@@ -350,10 +380,11 @@ class _Connection(asyncio.Protocol):
         head_only: bool,
         chunked: bool,
         replayable: bool = False,
+        upgrade: bool = False,
     ) -> _Response:
         """Send a request and wait for the answer's head; the body streams while it comes."""
         assert self.transport is not None
-        ex = _Response(self, head_only, replayable)
+        ex = _Response(self, head_only, replayable, upgrade)
         self._exchange = ex
         self.keep_alive = False
         self._last_activity = self.loop.time()
@@ -411,6 +442,16 @@ class _Connection(asyncio.Protocol):
         ex.complete = True
         if ex.waited_on:
             ex.wake()
+
+    def detach(self) -> None:
+        """Leave HTTP for a tunnel: out of the pool, no read timeout, never reused."""
+        self._exchange = None
+        self._on_answer = None
+        self.closed = True
+        self.pool.connections.discard(self)
+        self._cancel_timer()
+        if self.flow is not None:
+            self.flow.resume_reading()  # the tunnel pauses and resumes it from now on
 
     def finish(self, ex: _Response) -> None:
         """The proxy is done with ``ex``: back to the pool if the connection is clean."""
@@ -587,6 +628,7 @@ class HttptoolsTransport:
         target: str,
         headers: bytes,
         body: RequestBody | None,
+        upgrade: bool = False,
     ) -> _Response:
         pool = self._pools.get(address)
         if pool is None:
@@ -601,7 +643,7 @@ class HttptoolsTransport:
         replayable = body is None and method in IDEMPOTENT
         conn = pool.acquire() or await pool.connect()
         try:
-            return await conn.send(head, body, head_only, chunked, replayable)
+            return await conn.send(head, body, head_only, chunked, replayable, upgrade)
         except _StaleConnection:
             if method not in IDEMPOTENT:
                 raise UpstreamProtocolError(
@@ -613,7 +655,7 @@ class HttptoolsTransport:
         log.debug("%s closed a reused connection; sending again on a new one", address)
         conn = await pool.connect()
         try:
-            return await conn.send(head, body, head_only, chunked, replayable)
+            return await conn.send(head, body, head_only, chunked, replayable, upgrade)
         except _StaleConnection:
             raise UpstreamProtocolError(f"{address} closed the connection at once") from None
 
