@@ -58,9 +58,20 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
 
 
+class TlsConfig(_Model):
+    """TLS termination on ``listen.port``: PEM files (checked at startup, by ``_tls``)."""
+
+    #: The server certificate, followed by its intermediate certificates.
+    cert: str = Field(min_length=1)
+    #: Its private key (unencrypted).
+    key: str = Field(min_length=1)
+
+
 class ListenConfig(_Model):
     host: str = "0.0.0.0"
     port: int = Field(DEFAULT_PORT, ge=0, le=65535)
+    #: Set: the port speaks HTTPS (and wss) only; the replicas are still reached over HTTP.
+    tls: TlsConfig | None = None
 
 
 class ProcessBackendConfig(_Model):

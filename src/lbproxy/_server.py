@@ -21,6 +21,7 @@ from ._proxy import Proxy
 from ._reload import fingerprint, watch_config
 from ._supervisor import Supervisor
 from ._tasks import TaskSet
+from ._tls import server_context
 from .backends import Backend, ReplicaHandle, make_backend
 from .front import Front, Request
 from .transport import HttptoolsTransport, Transport
@@ -152,6 +153,9 @@ class Server:
             sock.close()
             raise
         try:
+            tls = None
+            if cfg.listen.tls is not None:
+                tls = await asyncio.to_thread(server_context, cfg.listen.tls)
             if self.config_path is not None:
                 self._config_fingerprint = await asyncio.to_thread(fingerprint, self.config_path)
             self.transport = HttptoolsTransport(cfg.proxy)
@@ -208,6 +212,7 @@ class Server:
             cfg.proxy.client_keepalive_timeout,
             cfg.proxy.client_timeout,
             cfg.proxy.max_client_connections,
+            tls,
         )
         admin = Front(serve_admin, cfg.proxy.client_keepalive_timeout, cfg.proxy.client_timeout)
         self._fronts = [main, admin]
@@ -226,10 +231,11 @@ class Server:
                 name="config-watch",
             )
         log.info(
-            "lbproxy listening on %s:%d with %d replicas (%s backend, %s hashing); "
+            "lbproxy listening on %s:%d (%s) with %d replicas (%s backend, %s hashing); "
             "admin API on %s:%d",
             cfg.listen.host,
             self.port,
+            main.scheme,
             len(self.pool),
             cfg.replicas.backend,
             cfg.hashing.function,
