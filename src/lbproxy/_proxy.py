@@ -17,7 +17,6 @@ out of routing for ``proxy.outlier_ejection_time`` (docs/proxying.md).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 
@@ -28,12 +27,14 @@ from ._errors import (
     UpstreamError,
     UpstreamTimeoutError,
 )
-from ._headers import downstream_headers, encode_headers, upstream_headers
-from ._keys import REQUEST_ID_HEADER, KeyFunction
+from ._headers import downstream_headers, encode_headers
+from ._keys import KeyFunction
 from ._messages import Answer, failure, missing_endpoint
-from ._pool import Pool, Replica, State
+from ._outliers import Outliers
+from ._pool import Pool, Replica
 from ._throttled_log import ThrottledLog
 from ._tunnel import Tunnel
+from ._upstream_heads import UpstreamHeads
 from .front import Request
 from .transport import IDEMPOTENT, Transport, UpstreamResponse
 
@@ -52,61 +53,10 @@ class Proxy:
         self._transport = transport
         self._config = config
         self._key_function = key_function
-        #: Encoded X-Forwarded-* lines by (client address, Host): the same for every request
-        #: on a connection, so built once rather than per request.
-        self._forwarded: dict[tuple[str | None, str | None], bytes] = {}
-        #: Failures are said once per replica and event, with counts (a stopped replica
-        #: fails every request routed to it until it leaves the ring).
+        self._heads = UpstreamHeads(config, key_function)
+        #: Client notes are said once per event, with counts.
         self._notes = ThrottledLog(log)
-        #: Readmission timers of the replicas out of routing as outliers.
-        self._ejected: dict[Replica, asyncio.TimerHandle] = {}
-        pool.on_failed.append(self._taken_out)
-
-    def _prepare(self, request: Request) -> tuple[str, bytes]:
-        """The request's routing key and the (encoded) headers it goes upstream with.
-
-        Made once per request (``request.prepared`` keeps them for the general path): a
-        request without a key gets one random id, whichever path serves it.
-        """
-        if request.prepared is not None:
-            return request.prepared
-        key, generated = self._key_function()(request)
-        # A generated request id goes upstream too, so the replica's logs can be correlated.
-        extra = (
-            [(REQUEST_ID_HEADER, key)]
-            if generated and self._config().hashing.key == "request_id"
-            else []
-        )
-        if request.upgrade is not None:
-            # Hop-by-hop, but this hop is asked for them: the replica decides to switch.
-            extra += [("Connection", "Upgrade"), ("Upgrade", request.upgrade)]
-        if request.end_to_end:  # the usual case: the client's headers go on as they came
-            headers = b"".join(request.header_lines) + self._forwarded_lines(request, extra)
-        else:
-            headers = encode_headers(
-                upstream_headers(
-                    request.header_items, request.remote, request.scheme, request.host, extra
-                )
-            )
-        request.prepared = prepared = (key, headers)
-        return prepared
-
-    def _forwarded_lines(self, request: Request, extra: list[tuple[str, str]]) -> bytes:
-        """``upstream_headers([], ...)`` encoded: what goes after the client's own headers."""
-        if extra:
-            return encode_headers(
-                upstream_headers([], request.remote, request.scheme, request.host, extra)
-            )
-        where = (request.remote, request.host)
-        lines = self._forwarded.get(where)
-        if lines is None:
-            if len(self._forwarded) >= 4096:
-                self._forwarded.clear()
-            lines = encode_headers(
-                upstream_headers([], request.remote, request.scheme, request.host)
-            )
-            self._forwarded[where] = lines
-        return lines
+        self._outliers = Outliers(pool, config, transport)
 
     # -- the hot path ------------------------------------------------------------------------
 
@@ -122,7 +72,7 @@ class Proxy:
             or request.upgrade is not None
         ):
             return False
-        key, headers = self._prepare(request)
+        key, headers = self._heads.prepare(request)
         replica = self._pool.pick(key)  # with bounded loads, one that has room
         if replica is None:
             return False  # its own replica is not up (or ejected): the general path walks on
@@ -161,7 +111,7 @@ class Proxy:
                     request.spawn(self.handle(request))  # sent again, on another connection
                 else:
                     # Nothing of the answer went out: once more, on the next replica.
-                    self._failed(replica, name, error)
+                    self._outliers.failed(replica, name, error)
                     request.spawn(self.handle(request, (replica, name, error)))
             else:
                 if replica.failures:
@@ -198,7 +148,7 @@ class Proxy:
     ) -> None:
         """Serve ``request``; ``failed``: the hot path's replica (and its name) broke off."""
         attempts = 1 + self._config().proxy.retries
-        key, headers = self._prepare(request)
+        key, headers = self._heads.prepare(request)
         body = request if request.has_body else None
         if body is not None:
             body.check()  # found malformed while this task waited to run: no replica needed
@@ -239,12 +189,12 @@ class Proxy:
                 break
             except UpstreamConnectError as e:
                 refused.append(name)
-                self._failed(replica, name, e)
+                self._outliers.failed(replica, name, e)
             except ClientDisconnectedError as e:
                 self._notes.info("clients", "left", "client went away mid-request: %s", e)
                 return
             except UpstreamError as e:
-                self._failed(replica, name, e)
+                self._outliers.failed(replica, name, e)
                 if not (replayable and failed is None):
                     request.answer(self._failure(name, e, failed))
                     return
@@ -273,64 +223,7 @@ class Proxy:
             resp.release()
             replica.end()
 
-    # -- failures ----------------------------------------------------------------------------
-
-    def _failed(self, replica: Replica, name: str, error: UpstreamError) -> None:
-        """A replica failed a request (no connection, broken off, timed out): say so (once
-        per event), probe it now, and take it out of routing if it keeps failing."""
-        if isinstance(error, UpstreamConnectError):
-            self._notes.warning(
-                name, "cannot connect", "%s: %s; trying the next replica", name, error
-            )
-        elif isinstance(error, UpstreamTimeoutError):
-            self._notes.warning(name, "timed out", "replica %s: %s", name, error)
-        else:
-            self._notes.warning(name, "failed", "replica %s failed: %s", name, error)
-        replica.suspect.set()  # a heartbeat now, rather than at the next interval
-        replica.failures += 1
-        limit = self._config().proxy.outlier_failures
-        if limit and replica.failures >= limit and not replica.ejected:
-            self._eject(replica, name)
-
-    def _eject(self, replica: Replica, name: str) -> None:
-        if replica.state is not State.UP or replica.hostname != name:
-            return  # already out, or replaced meanwhile
-        up = [r for r in self._pool.replicas.values() if r.state is State.UP]
-        # At most half of the replicas out at once: failures everywhere are more likely the
-        # network's or the balancer's own, and ejecting every replica would serve nobody.
-        if 2 * (sum(r.ejected for r in up) + 1) > len(up):
-            return
-        cfg = self._config().proxy
-        replica.ejected = True
-        log.warning(
-            "replica %s failed %d requests in a row: out of routing for %gs",
-            name,
-            replica.failures,
-            cfg.outlier_ejection_time,
-        )
-        old = self._ejected.pop(replica, None)
-        if old is not None:
-            old.cancel()
-        self._ejected[replica] = asyncio.get_running_loop().call_later(
-            cfg.outlier_ejection_time, self._readmit, replica, name
-        )
-
-    def _readmit(self, replica: Replica, name: str) -> None:
-        self._ejected.pop(replica, None)
-        if replica.ejected:
-            replica.ejected = False
-            replica.failures = 0
-            if replica.hostname == name and replica.state is State.UP:
-                log.info("replica %s is back in routing", name)
-
-    def _taken_out(self, replica: Replica) -> None:
-        """The supervisor took ``replica`` out (it failed): what waits on it and can go
-        elsewhere goes now, rather than when the replica is killed or times out."""
-        address = replica.address
-        if address is not None:
-            n = self._transport.abandon(address, f"was taken out ({replica.hostname} is down)")
-            if n:
-                log.info("%d requests in flight on %s go to other replicas", n, replica.hostname)
+    # -- answers of its own ------------------------------------------------------------------
 
     def _failure(
         self,
@@ -403,7 +296,7 @@ class Proxy:
         except UpstreamError as e:
             # Too late for an error status: cut the client's connection so the short
             # body cannot pass for a complete one.
-            self._failed(replica, name, e)
+            self._outliers.failed(replica, name, e)
             request.abort()
             return
         except ClientDisconnectedError:

@@ -11,8 +11,10 @@ client reads slowly (``_flow``).
 """
 
 from ._connection import BODY_HIGH_WATER
-from ._request import ClientSink, Headers, Request
+from ._request import Request
 from ._server import Dispatch, Front, default_max_connections
+from ._sink import ClientSink
+from ._view import Headers
 
 __all__ = [
     "BODY_HIGH_WATER",

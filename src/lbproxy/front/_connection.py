@@ -18,7 +18,8 @@ from .._messages import Answer, failure
 from .._tunnel import TunnelEnd
 from ._parser import Rejected, RequestParser
 from ._request import Request
-from ._wire import BUSY, plain_answer
+from ._timeouts import Timeouts
+from ._wire import plain_answer
 
 if TYPE_CHECKING:
     from ._server import Front
@@ -77,7 +78,7 @@ class ClientConnection(asyncio.Protocol):
         self._error: Answer | None = None  # a 400/414/431 to send once the current answer ends
         #: After a head that asks to upgrade: the bytes that followed it (None: no upgrade).
         self._early: bytes | None = None
-        self._watch: _Watch | None = None
+        self._watch: Timeouts | None = None
 
     # -- asyncio.Protocol --------------------------------------------------------------------
 
@@ -86,23 +87,10 @@ class ClientConnection(asyncio.Protocol):
         self.flow = FlowControl(transport, self.loop)  # type: ignore[arg-type]
         peer = transport.get_extra_info("peername")
         self.remote = peer[0] if isinstance(peer, tuple) else None
-        front = self.front
-        if len(front.connections) >= front.max_connections:
-            # Out of descriptors soon: a clear answer now, and the rest kept for replica
-            # connections and heartbeats (which starve first when clients take them all).
+        if not self.front.admit(self):
             self.lost = self._discarding = True
-            transport.write(plain_answer(BUSY))  # type: ignore[attr-defined]
-            transport.close()
-            front.notes.warning(
-                "clients",
-                "refused",
-                "refusing client connections: %d are open, the most allowed "
-                "(proxy.max_client_connections)",
-                len(front.connections),
-            )
             return
-        front.connections.add(self)
-        self._watch = _Watch(self)
+        self._watch = Timeouts(self)
 
     def data_received(self, data: bytes) -> None:
         watch = self._watch
@@ -116,8 +104,7 @@ class ClientConnection(asyncio.Protocol):
             # What follows the head is not HTTP/1.1: no more requests are read. A request
             # asking to upgrade keeps those bytes (and reading pauses) for the tunnel a 101
             # answer makes; if it gets another answer, the connection ends after it.
-            self._discarding = True
-            self.closing = True
+            self.stop_reading()
             last = self.pending[-1] if self.pending else self.current
             if last is not None and last.upgrade is not None:
                 self._early = data[e.args[0] :]
@@ -278,7 +265,7 @@ class ClientConnection(asyncio.Protocol):
             self._reject(failure(message, status))
             return
         self.parser.parsing = None
-        self.closing = self._discarding = True
+        self.stop_reading()
         self.front.notes.info(
             "clients", "malformed", "%s %s: malformed request: %s", req.method, req.target, message
         )
@@ -296,8 +283,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _reject(self, answer: Answer) -> None:
         """Answer a request that could not be parsed, then hang up."""
-        self.closing = True
-        self._discarding = True
+        self.stop_reading()
         self.parser.parsing = None
         if self.current is not None:
             self._error = answer  # after the answers to the requests before it
@@ -333,84 +319,12 @@ class ClientConnection(asyncio.Protocol):
         if not self.lost and self.transport is not None:
             self.transport.close()
 
-    def cut_stalled(self) -> None:
-        """A client stalled mid-request for ``client_timeout``: free the replica's connection
-        and the client's; 408 if none of the answer went out yet."""
-        req = self.current
-        if req is None or req.started:
-            self.abort()  # connection_lost drops the upstream exchange
-            return
-        front = self.front
-        front.notes.info(
-            "clients", "stalled", "%s %s: client stalled mid-request; 408", req.method, req.target
-        )
-        self.closing = True
-        self._discarding = True
-        req.keep_alive = False
-        req.answer(
-            failure(
-                f"The request was not received in time (nothing for {front.client_timeout:g}s)",
-                408,
-            )
-        )
-        if not req.cut():  # a task's ending (its finally) closes the connection
-            self.done(req)
-
-    def waiting_on_client(self) -> bool:
-        """Whether the client holds things up: it does not read the answer, or it does not
-        send the rest of a request body that the balancer is ready to read."""
-        if self.write_paused:
-            return True
-        req = self.parser.parsing
-        return req is not None and req is self.current and not self.flow.read_paused  # type: ignore[union-attr]
+    def stop_reading(self) -> None:
+        """No more requests: what the client still sends is discarded."""
+        self.closing = self._discarding = True
 
     def shutdown(self) -> None:
         """Shutting down: no more requests; an idle connection closes now."""
         self.closing = True
         if self.current is None:
             self.close()
-
-
-class _Watch:
-    """One coarse timer per connection, never touched per request: a busy connection costs
-    no timer work. Activity is noticed at the next tick, so a limit is enforced at most two
-    ticks (half the smaller limit) late, never early."""
-
-    __slots__ = ("_conn", "_idle_since", "_io_since", "_seen", "_timer", "resumes", "rx")
-
-    def __init__(self, conn: ClientConnection) -> None:
-        self._conn = conn
-        self.rx = 0  # data_received calls: progress of a client sending a request body
-        self.resumes = 0  # resume_writing calls: progress of a client reading an answer
-        self._seen = (0, 0, 0)  # (requests, rx, resumes) at the last tick
-        self._io_since = self._idle_since = conn.loop.time()
-        self._timer: asyncio.TimerHandle | None = conn.loop.call_later(
-            conn.front.tick, self._on_timer
-        )
-
-    def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _on_timer(self) -> None:
-        conn = self._conn
-        self._timer = None
-        if conn.lost:
-            return
-        now = conn.loop.time()
-        seen = (conn.requests, self.rx, self.resumes)
-        if seen[0] != self._seen[0] or conn.current is not None:
-            self._idle_since = now
-        if seen[1:] != self._seen[1:]:
-            self._io_since = now
-        self._seen = seen
-        front = conn.front
-        if conn.current is None and not conn.write_paused:
-            if now - self._idle_since >= front.idle_timeout:
-                conn.close()
-                return
-        elif conn.waiting_on_client() and now - self._io_since >= front.client_timeout:
-            conn.cut_stalled()
-            return
-        self._timer = conn.loop.call_later(front.tick, self._on_timer)

@@ -9,7 +9,8 @@ import httptools
 
 from .._framing import BodyFraming
 from .._headers import CRLF, REWRITTEN, SEP
-from ._request import ClientSink, Request
+from ._request import Request
+from ._sink import ClientSink
 
 #: Limits on a request's head; beyond them the client gets 414 or 431 and is disconnected.
 MAX_TARGET = 8190

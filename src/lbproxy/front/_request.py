@@ -1,98 +1,27 @@
-"""One client request as the application sees it: its head, its body as it arrives, and the
-means to answer it. It talks to its connection only through ``ClientSink``."""
+"""One client request as the application sees it: its head (``HeadView``), its body as it
+arrives (a ``ByteQueue``), and the means to answer it (``Answering``). It talks to its
+connection only through ``ClientSink``."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import http
 import logging
-from collections.abc import Callable, Coroutine, Iterator, Mapping
-from email.utils import formatdate
-from http.cookies import CookieError, SimpleCookie
-from typing import Any, Protocol
-from urllib.parse import parse_qsl, unquote
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from .._errors import ClientDisconnectedError, MalformedRequestError
 from .._flow import ByteQueue
-from .._framing import CHUNKED_LINE, LAST_CHUNK, chunked_whole
-from .._headers import decode_wire, encode_headers
-from .._messages import JSON, Answer, failure
-from .._tunnel import TunnelEnd
+from .._messages import failure
+from ._answer import Answering
+from ._sink import ClientSink
+from ._view import HeadView
 
 log = logging.getLogger("lbproxy.front")
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-REASONS = {s.value: s.phrase for s in http.HTTPStatus}
 
 
-class ClientSink(Protocol):
-    """What a request may do to the client's connection, and all it may know of it."""
-
-    loop: asyncio.AbstractEventLoop
-    #: The client's address and the scheme it came in with ("http" or "https").
-    remote: str | None
-    scheme: str
-    #: The connection is gone: nothing written reaches the client.
-    lost: bool
-
-    def write(self, data: bytes) -> None: ...
-    def write_chunk(self, data: bytes) -> None: ...
-    @property
-    def write_paused(self) -> bool: ...
-    async def drain(self) -> None: ...
-    def abort(self) -> None: ...
-
-    @property
-    def last_answer(self) -> bool:
-        """No request will be read after this one, and no error answer follows it."""
-        ...
-
-    @property
-    def body_gone(self) -> bool:
-        """The client can no longer send the rest of a body (it left or sent EOF)."""
-        ...
-
-    def body_taken(self) -> None:
-        """The queued body was taken: reading from the client may resume."""
-        ...
-
-    def done(self, request: Request) -> None:
-        """The answer is out (or the request given up): on to the next request."""
-        ...
-
-    def switch(self, head: bytes) -> TunnelEnd:
-        """Send ``head`` (a 101's) and hand the connection over to a tunnel; raises
-        ``ClientDisconnectedError`` if the client is gone."""
-        ...
-
-
-class Headers(Mapping[str, str]):
-    """A request's headers as a case-insensitive mapping (first value of a repeated name)."""
-
-    __slots__ = ("_first",)
-
-    def __init__(self, first: dict[bytes, bytes]) -> None:
-        self._first = first  # lower-cased name -> value, as parsed
-
-    def __getitem__(self, name: str) -> str:
-        return self._first[name.lower().encode("latin-1")].decode("latin-1")
-
-    def get(self, name: str, default: Any = None) -> Any:
-        value = self._first.get(name.lower().encode("latin-1"))
-        return default if value is None else value.decode("latin-1")
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower().encode("latin-1") in self._first
-
-    def __iter__(self) -> Iterator[str]:
-        return (k.decode("latin-1") for k in self._first)
-
-    def __len__(self) -> int:
-        return len(self._first)
-
-
-class Request(ByteQueue):
+class Request(ByteQueue, HeadView, Answering):
     """One client request: its head, its body as it arrives (a ``ByteQueue``), and the means
     to answer it. It is also the ``RequestBody`` the transport streams from, and the
     ``RequestView`` key functions read."""
@@ -170,45 +99,12 @@ class Request(ByteQueue):
     # -- what key functions and the proxy read -----------------------------------------------
 
     @property
-    def headers(self) -> Headers:
-        return Headers(self.first_values)
-
-    @property
-    def header_items(self) -> list[tuple[str, str]]:
-        return decode_wire(self.header_lines)
-
-    @property
     def remote(self) -> str | None:
         return self._sink.remote
 
     @property
     def scheme(self) -> str:
         return self._sink.scheme
-
-    @property
-    def raw_path(self) -> str:
-        """The request target without its query, as sent (not decoded)."""
-        return self.target.partition("?")[0]
-
-    @property
-    def path(self) -> str:
-        return unquote(self.raw_path)
-
-    @property
-    def query(self) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for k, v in parse_qsl(self.target.partition("?")[2], keep_blank_values=True):
-            out.setdefault(k, v)
-        return out
-
-    @property
-    def cookies(self) -> dict[str, str]:
-        cookie: SimpleCookie = SimpleCookie()
-        for k, v in self.header_items:
-            if k.lower() == "cookie":
-                with contextlib.suppress(CookieError):
-                    cookie.load(v)
-        return {k: m.value for k, m in cookie.items()}
 
     # -- the body (RequestBody) --------------------------------------------------------------
 
@@ -281,93 +177,6 @@ class Request(ByteQueue):
         return False
 
     # -- answering ---------------------------------------------------------------------------
-
-    def _head(self, status: int, reason: str, headers: bytes, extra: bytes) -> bytes:
-        if self.keep_alive and (not self.body_done or self._sink.last_answer):
-            # The body was not read to its end, or no more requests will be read (an error
-            # answer still to come says "close" itself: nothing may follow a "close").
-            self.keep_alive = False
-        if not self.keep_alive:
-            extra += b"Connection: close\r\n"
-        elif self.http10:
-            extra += b"Connection: keep-alive\r\n"
-        self.started = True
-        return b"HTTP/1.1 %d %s\r\n%s%s\r\n" % (status, reason.encode("latin-1"), headers, extra)
-
-    def answer(self, answer: Answer) -> None:
-        """Send one of the balancer's own (JSON) answers, whole."""
-        headers = encode_headers(
-            [
-                ("Content-Type", JSON),
-                ("Content-Length", str(len(answer.body))),
-                ("Date", formatdate(usegmt=True)),
-                *answer.headers,
-            ]
-        )
-        head = self._head(answer.status, REASONS.get(answer.status, ""), headers, b"")
-        self._sink.write(head if self.method == "HEAD" else head + answer.body)
-        self.finished = True
-
-    def send_whole(
-        self, status: int, reason: str, headers: bytes, body: bytes, framing: str
-    ) -> None:
-        """An answer whose body is all at hand, in one write; ``headers`` are encoded header
-        lines, ``framing`` as for ``start``."""
-        if framing == "chunked" and self.http10:
-            head = self._head(status, reason, headers, b"Content-Length: %d\r\n" % len(body))
-        elif framing == "chunked":
-            head = self._head(status, reason, headers, CHUNKED_LINE)
-            body = chunked_whole(body)
-        else:
-            head = self._head(status, reason, headers, b"")
-        self._sink.write(head + body if body else head)
-        self.finished = True
-
-    def start(self, status: int, reason: str, headers: bytes, framing: str) -> None:
-        """Send an answer's head (``headers``: encoded lines); ``write`` and ``end`` send its
-        body.
-
-        ``framing``: "none" (no body), "length" (the headers carry Content-Length), "chunked"
-        (to be chunked here), "close" (ends when the connection does; for HTTP/1.0 clients).
-        """
-        if framing == "chunked" and self.http10:
-            framing = "close"
-        if framing == "close":
-            self.keep_alive = False
-        self._chunked_out = framing == "chunked"
-        extra = CHUNKED_LINE if self._chunked_out else b""
-        self._sink.write(self._head(status, reason, headers, extra))
-
-    def write(self, data: bytes) -> None:
-        if self._chunked_out:
-            self._sink.write_chunk(data)
-        else:
-            self._sink.write(data)
-
-    def end(self) -> None:
-        if self._chunked_out:
-            self._sink.write(LAST_CHUNK)
-            self._chunked_out = False
-        self.finished = True
-
-    def switch(self, status: int, reason: str, headers: bytes) -> TunnelEnd:
-        """Send a 101 answer (``headers``: encoded lines, with its Connection and Upgrade):
-        from now on the connection is one end of a tunnel, never HTTP again."""
-        self.keep_alive = False
-        self.started = self.finished = True
-        head = b"HTTP/1.1 %d %s\r\n%s\r\n" % (status, reason.encode("latin-1"), headers)
-        return self._sink.switch(head)
-
-    @property
-    def write_paused(self) -> bool:
-        return self._sink.write_paused
-
-    async def drain(self) -> None:
-        await self._sink.drain()
-
-    def abort(self) -> None:
-        """Cut the client's connection: a short answer must not pass for a complete one."""
-        self._sink.abort()
 
     # -- served in a task or without one ----------------------------------------------------
 

@@ -13,6 +13,7 @@ from typing import Any
 from .._throttled_log import ThrottledLog
 from ._connection import ClientConnection
 from ._request import Request
+from ._wire import BUSY, plain_answer
 
 log = logging.getLogger("lbproxy.front")
 
@@ -68,6 +69,26 @@ class Front:
         self.scheme = "https" if tls is not None else "http"
         self.loop = asyncio.get_running_loop()
         self._server: asyncio.Server | None = None
+
+    def admit(self, conn: ClientConnection) -> bool:
+        """Take a new connection, or refuse it with a 503 if there are too many."""
+        if len(self.connections) < self.max_connections:
+            self.connections.add(conn)
+            return True
+        # Out of descriptors soon: a clear answer now, and the rest kept for replica
+        # connections and heartbeats (which starve first when clients take them all).
+        transport = conn.transport
+        assert transport is not None
+        transport.write(plain_answer(BUSY))
+        transport.close()
+        self.notes.warning(
+            "clients",
+            "refused",
+            "refusing client connections: %d are open, the most allowed "
+            "(proxy.max_client_connections)",
+            len(self.connections),
+        )
+        return False
 
     async def start(self, sock: Any, backlog: int = 1024) -> None:
         sock.listen(backlog)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .._headers import encode_headers
 from .._messages import JSON, Answer, failure
-from ._request import REASONS
+from ._answer import REASONS
 
 BUSY = failure("The balancer has too many client connections", 503, {"Retry-After": "1"})
 
