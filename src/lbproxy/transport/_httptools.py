@@ -41,6 +41,7 @@ class _Response(ByteQueue):
     __slots__ = (
         "_conn",
         "_error",
+        "_raw",
         "_released",
         "body_started",
         "close_delimited",
@@ -66,6 +67,9 @@ class _Response(ByteQueue):
         self.head_only = head_only
         #: The request asks to upgrade: a 101 answer is taken (and ``detach`` makes a tunnel).
         self.upgrade = upgrade
+        #: Every byte received, for an upgrade only: the parser does not always say where
+        #: a 101's head ends, and what follows it belongs to the tunnel.
+        self._raw: bytearray | None = bytearray() if upgrade else None
         #: Bodiless and idempotent: may be sent to another replica if this one gives up.
         self.replayable = replayable
         self.status = 0
@@ -143,6 +147,17 @@ class _Response(ByteQueue):
             self.wake()
 
 
+def after_switch(received: bytes | bytearray) -> bytes:
+    """What follows the head of the 101 answer in ``received`` (the exchange's bytes: maybe
+    interim 1xx heads, the 101's, then the other protocol's)."""
+    pos = 0
+    while (end := received.find(b"\r\n\r\n", pos)) >= 0:
+        if received[pos + 9 : pos + 12] == b"101":
+            return bytes(received[end + 4 :])
+        pos = end + 4
+    return b""
+
+
 class _Connection(AnswerParsing, asyncio.Protocol):
     """One keep-alive connection to a replica, serving one exchange at a time."""
 
@@ -208,14 +223,16 @@ class _Connection(AnswerParsing, asyncio.Protocol):
             return
         ex.received = True
         self._last_activity = self.loop.time()
+        if ex._raw is not None:
+            ex._raw += data
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade as e:
-            if ex.upgrade and ex.status == 101:
-                ex.push(data[e.args[0] :])  # the other protocol's first bytes
-        except httptools.HttpParserError as e:
-            ex.fail(UpstreamProtocolError(f"{self.pool.address} sent a malformed answer: {e}"))
-            self.abort()
+        except (httptools.HttpParserUpgrade, httptools.HttpParserError) as e:
+            if ex.upgrade and ex.status == 101:  # the parser stopped after the 101's head
+                ex.push(after_switch(ex._raw or b""))
+            elif isinstance(e, httptools.HttpParserError):
+                ex.fail(UpstreamProtocolError(f"{self.pool.address} sent a malformed answer: {e}"))
+                self.abort()
         on_answer = self._on_answer
         if on_answer is not None and (ex.head_done or ex._error is not None):
             self._on_answer = None  # _notify inlined: called once per proxied request
