@@ -112,7 +112,7 @@ async def _load(
             except (aiohttp.ClientError, TimeoutError) as e:
                 statuses.append(-1)
                 print("load request failed:", repr(e))
-            await asyncio.sleep(pause)
+            await asyncio.sleep(pause)  # not a wait: the load's pace
 
     await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(concurrency))), time_limit)
 
@@ -276,7 +276,8 @@ async def test_failing_start_backs_off_exponentially_up_to_max(
     # 0, +0.1, +0.2, +0.4, +0.8, +0.8 (plus each start's own time): 6 attempts in ~2.5 s.
     await eventually(lambda: len(attempts) >= 6, timeout=15)
     first = attempts[0][1]
-    await asyncio.sleep(max(0.0, first + 3.0 - time.monotonic()))
+    # Until an attempt falls after the 3 s window (backoff_max later at most).
+    await eventually(lambda: attempts[-1][1] > first + 3.0, timeout=10)
     times = [t for slot, t in attempts if slot == 1]
     assert len(times) == len(attempts)
     gaps = [b - a for a, b in itertools.pairwise(times)]
@@ -380,6 +381,8 @@ class StaticUpstream:
         self.name = name
         self.healthy = True
         self.port = 0
+        #: Heartbeats answered, failing or not.
+        self.heartbeats = 0
         self._runner: web.AppRunner | None = None
 
     @property
@@ -387,6 +390,7 @@ class StaticUpstream:
         return f"127.0.0.1:{self.port}"
 
     async def _heartbeat(self, request: web.Request) -> web.Response:
+        self.heartbeats += 1
         return web.Response(status=200 if self.healthy else 500)
 
     async def _home(self, request: web.Request) -> web.Response:
@@ -489,8 +493,9 @@ async def test_static_server_failing_heartbeat_leaves_ring_and_rejoins(
     c.healthy = False
     await eventually(lambda: replica_c.slot not in server.pool.ring.replicas, timeout=10)
     assert (await _served_by(http, server, keys)) <= {"web-a", "web-b"}
-    # Still probed at the normal pace while down, not hammered; it stays out while failing.
-    await asyncio.sleep(0.6)
+    # Still probed while down; it stays out while failing.
+    probed = c.heartbeats
+    await eventually(lambda: c.heartbeats >= probed + 2, timeout=10)
     assert replica_c.state is not State.UP
 
     c.healthy = True
