@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from conftest import UpstreamFactory
+from conftest import UpstreamFactory, eventually
 from lbproxy import parse_config
 from lbproxy._config import TlsConfig
 from lbproxy._errors import ConfigError
@@ -53,7 +53,11 @@ def client_context(cert: Path) -> ssl.SSLContext:
 
 
 async def tls_balancer(
-    upstream: UpstreamFactory, balancer: Any, cert: Path, key: Path
+    upstream: UpstreamFactory,
+    balancer: Any,
+    cert: Path,
+    key: Path,
+    extra: dict[str, Any] | None = None,
 ) -> tuple[Any, list[dict[str, str]]]:
     seen: list[dict[str, str]] = []
 
@@ -66,6 +70,7 @@ async def tls_balancer(
         {
             "listen": {"tls": {"cert": str(cert), "key": str(key)}},
             "replicas": {"backend": "static", "static": [{"hostname": "a1", "address": address}]},
+            **(extra or {}),
         }
     )
     return server, seen
@@ -139,3 +144,34 @@ async def test_a_balancer_with_a_bad_certificate_does_not_start(
         await balancer(
             {"listen": {"tls": {"cert": str(tmp_path / "no.pem"), "key": str(tmp_path / "k")}}}
         )
+
+
+async def test_a_changed_certificate_is_served_to_new_connections(
+    tmp_path: Path, upstream: UpstreamFactory, balancer: Any
+) -> None:
+    cert, key = make_certificate(tmp_path)
+    server, _ = await tls_balancer(
+        upstream, balancer, cert, key, {"reload": {"enabled": False, "interval": 0.1}}
+    )
+    first = client_context(cert)
+    (tmp_path / "new").mkdir()
+    new_cert, new_key = make_certificate(tmp_path / "new")
+
+    async def served_by(context: ssl.SSLContext, host: str = "127.0.0.1") -> bool:
+        async with aiohttp.ClientSession() as http:
+            try:
+                async with http.get(f"https://{host}:{server.port}/x", ssl=context) as resp:
+                    return resp.status == 200
+            except aiohttp.ClientConnectorCertificateError:
+                return False
+
+    assert await served_by(first)
+    # A bad pair (the certificate written, the key not yet) keeps the old one.
+    cert.write_bytes(new_cert.read_bytes())
+    await eventually(lambda: server.certificate.stamps_seen > 0)
+    assert await served_by(first)
+    key.write_bytes(new_key.read_bytes())
+    renewed = client_context(new_cert)
+    await eventually(lambda: server.certificate.reloads == 1)
+    assert await served_by(renewed) and await served_by(renewed, "localhost")
+    assert not await served_by(first)

@@ -21,7 +21,7 @@ from ._proxy import Proxy
 from ._reload import fingerprint, watch_config
 from ._supervisor import Supervisor
 from ._tasks import TaskSet
-from ._tls import server_context
+from ._tls import Certificate, server_context
 from .backends import Backend, ReplicaHandle, make_backend
 from .front import Front, Request
 from .transport import HttptoolsTransport, Transport
@@ -116,6 +116,8 @@ class Server:
         self._key_function: KeyFunction = make_key_function(config.hashing.key)
         self.transport: Transport | None = None
         self._fronts: list[Front] = []
+        #: The main port's certificate (``listen.tls``), reloaded when its files change.
+        self.certificate: Certificate | None = None
         self._should_exit = asyncio.Event()
         self.started = asyncio.Event()
         #: The bound ports of the balancer and of its admin listener, once started.
@@ -153,9 +155,9 @@ class Server:
             sock.close()
             raise
         try:
-            tls = None
             if cfg.listen.tls is not None:
-                tls = await asyncio.to_thread(server_context, cfg.listen.tls)
+                context = await asyncio.to_thread(server_context, cfg.listen.tls)
+                self.certificate = Certificate(cfg.listen.tls, context)
             if self.config_path is not None:
                 self._config_fingerprint = await asyncio.to_thread(fingerprint, self.config_path)
             self.transport = HttptoolsTransport(cfg.proxy)
@@ -212,7 +214,7 @@ class Server:
             cfg.proxy.client_keepalive_timeout,
             cfg.proxy.client_timeout,
             cfg.proxy.max_client_connections,
-            tls,
+            self.certificate.listening if self.certificate is not None else None,
         )
         admin = Front(serve_admin, cfg.proxy.client_keepalive_timeout, cfg.proxy.client_timeout)
         self._fronts = [main, admin]
@@ -220,6 +222,10 @@ class Server:
         await admin.start(admin_sock, backlog=128)
         self.port = sock.getsockname()[1]
         self.admin_port = admin_sock.getsockname()[1]
+        if self.certificate is not None:
+            self.tasks.spawn(
+                self.certificate.watch(lambda: self.config.reload.interval), name="tls-watch"
+            )
         if self.config_path is not None and cfg.reload.enabled:
             self.tasks.spawn(
                 watch_config(
