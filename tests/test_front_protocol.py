@@ -242,3 +242,24 @@ def front_connection(front: Front) -> asyncio.Protocol:
 
 
 __all__ = ["MemoryTransport"]
+
+
+def test_the_front_imports_no_application() -> None:
+    """The front sits low in the import graph: what it imports of lbproxy is the shared
+    HTTP pieces, never the admin API, the controller, the supervisor or the proxy."""
+    import ast
+    from pathlib import Path
+
+    import lbproxy.front
+
+    allowed = {"_errors", "_flow", "_framing", "_headers", "_messages", "_throttled_log", "_tunnel"}
+    imported: set[str] = set()
+    for path in Path(lbproxy.front.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 2:  # from .. import
+                imported.add((node.module or "").split(".")[0])
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                assert not (node.module or "").startswith("lbproxy"), path
+            elif isinstance(node, ast.Import):
+                assert not any(a.name.startswith("lbproxy") for a in node.names), path
+    assert imported <= allowed, imported - allowed
