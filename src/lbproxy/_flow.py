@@ -118,7 +118,6 @@ class FlowControl:
         """The connection is gone: a writer waiting in ``drain`` (and any later) gets
         ``error``."""
         self._lost = error
-        self.write_paused = False
         drain = self._drain
         if drain is not None and not drain.done():
             drain.set_exception(error)
