@@ -38,7 +38,7 @@ async def app() -> AsyncIterator[App]:
 
 @pytest.fixture
 async def front(app: App) -> AsyncIterator[Front]:
-    front = Front(app, idle_timeout=60, client_timeout=60)
+    front = Front(app, {}, idle_timeout=60, client_timeout=60)
     yield front
     for conn in list(front.connections):
         conn.abort()

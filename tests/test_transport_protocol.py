@@ -114,7 +114,7 @@ async def test_a_request_body_is_chunked_and_waits_for_drain(pool: _HostPool) ->
     transport.wrote.clear()
     body.pieces.put_nowait(b"abc")
     await transport.wrote.wait()  # written, and the sender went on to wait in drain
-    assert transport.write_paused and conn.flow is not None and conn.flow.draining
+    assert transport.write_paused and conn.flow is not None and conn.flow.drain_waiter
     assert body.asks.empty()  # nothing more is read from the client meanwhile
     assert transport.take() == b"3\r\nabc\r\n"  # the replica reads: writing resumes
     await body.asks.get()

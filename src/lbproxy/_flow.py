@@ -19,18 +19,20 @@ class ByteQueue:
     its own queue) costs no extra object and no extra attribute hop.
     """
 
-    __slots__ = ("_chunks", "_waiter", "queued")
+    __slots__ = ("_chunks", "queued", "waiter")
 
     def __init__(self) -> None:
+        # Subclasses on the hot path set these three themselves (a call saved per message).
         self._chunks: list[bytes] = []
-        self._waiter: asyncio.Future[None] | None = None
         #: Bytes waiting to be taken (reading pauses when this passes a high-water mark).
         self.queued = 0
+        #: The reader waiting for more, if any (hot paths check it before calling ``wake``).
+        self.waiter: asyncio.Future[None] | None = None
 
     def push(self, data: bytes) -> None:
         self._chunks.append(data)
         self.queued += len(data)
-        if self._waiter is not None:
+        if self.waiter is not None:
             self.wake()
 
     def take(self) -> bytes:
@@ -43,20 +45,16 @@ class ByteQueue:
         self.queued = 0
         return data
 
-    @property
-    def waited_on(self) -> bool:
-        return self._waiter is not None
-
     async def wait(self, loop: asyncio.AbstractEventLoop) -> None:
         """Until the next ``push`` or ``wake``; the caller looks again at what changed."""
-        self._waiter = waiter = loop.create_future()
+        self.waiter = waiter = loop.create_future()
         try:
             await waiter
         finally:
-            self._waiter = None
+            self.waiter = None
 
     def wake(self) -> None:
-        waiter = self._waiter
+        waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
@@ -65,14 +63,15 @@ class FlowControl:
     """One transport's flow both ways: reading paused by its owner, writing paused by the
     transport (``pause_writing``/``resume_writing`` of the protocol are forwarded here)."""
 
-    __slots__ = ("_drain", "_lost", "loop", "read_paused", "transport", "write_paused")
+    __slots__ = ("_lost", "drain_waiter", "loop", "read_paused", "transport", "write_paused")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self.transport = transport
         self.loop = loop
         self.read_paused = False
         self.write_paused = False
-        self._drain: asyncio.Future[None] | None = None
+        #: The writer waiting in ``drain``, if any.
+        self.drain_waiter: asyncio.Future[None] | None = None
         #: Why the connection is gone (what ``drain`` raises), once it is.
         self._lost: BaseException | None = None
 
@@ -104,26 +103,22 @@ class FlowControl:
         if self._lost is not None:
             raise self._lost
         if self.write_paused:
-            self._drain = drain = self.loop.create_future()
+            self.drain_waiter = drain = self.loop.create_future()
             try:
                 await drain
             finally:
-                self._drain = None
-
-    @property
-    def draining(self) -> bool:
-        return self._drain is not None
+                self.drain_waiter = None
 
     def lose(self, error: BaseException) -> None:
         """The connection is gone: a writer waiting in ``drain`` (and any later) gets
         ``error``."""
         self._lost = error
-        drain = self._drain
+        drain = self.drain_waiter
         if drain is not None and not drain.done():
             drain.set_exception(error)
 
     def _wake(self) -> None:
-        drain = self._drain
+        drain = self.drain_waiter
         if drain is not None and not drain.done():
             drain.set_result(None)
 

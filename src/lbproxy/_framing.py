@@ -29,10 +29,6 @@ class BodyFraming:
         #: Every Transfer-Encoding line, joined by commas.
         self.te: bytes | None = None
 
-    def reset(self) -> None:
-        self.length = None
-        self.te = None
-
     def note(self, low: bytes, value: bytes) -> None:
         """A header field of the head, lower-cased name; only the two framing ones count."""
         if low == b"content-length":
@@ -40,14 +36,9 @@ class BodyFraming:
         elif low == b"transfer-encoding":
             self.te = value if self.te is None else self.te + b"," + value
 
-    @property
-    def known(self) -> bool:
-        """The head says how its body ends (else, for an answer, the connection ends it)."""
-        return self.length is not None or self.te is not None
-
     def refusal(self, http10: bool) -> str | None:
-        """Why the body cannot be relayed as parsed, or None; ``chunked`` is then whether
-        it is chunked.
+        """Why the body cannot be relayed as parsed, or None (then a Transfer-Encoding,
+        if any, is exactly chunked).
 
         The one transfer coding relayed exactly is chunked: any other would reach the next
         hop with a framing other than the one parsed here, and on HTTP/1.0 a
@@ -60,10 +51,6 @@ class BodyFraming:
         if not only_chunked(te):
             return f"Transfer-Encoding: {te.decode('latin-1')} (only chunked is relayed)"
         return None
-
-    @property
-    def chunked(self) -> bool:
-        return self.te is not None
 
 
 def write_chunk(transport: asyncio.WriteTransport, data: bytes) -> None:

@@ -60,8 +60,9 @@ class Proxy:
 
     # -- the hot path ------------------------------------------------------------------------
 
-    def serve_now(self, request: Request) -> bool:
-        """Send ``request`` without a task if it qualifies; False: use ``handle``.
+    def dispatch(self, request: Request) -> None:
+        """Serve ``request`` (the front's ``Dispatch``): without a task if it qualifies, else
+        in a task running ``handle``.
 
         Only bodiless idempotent requests qualify, so that one found to have gone out on a
         connection the replica had just closed can be sent again."""
@@ -71,14 +72,15 @@ class Proxy:
             or request.host is None
             or request.upgrade is not None
         ):
-            return False
+            request.spawn(self.handle(request))
+            return
         key, headers = self._heads.prepare(request)
         replica = self._pool.pick(key)  # with bounded loads, one that has room
-        if replica is None:
-            return False  # its own replica is not up (or ejected): the general path walks on
-        address = replica.address
-        if address is None:
-            return False
+        address = replica.address if replica is not None else None
+        if replica is None or address is None:
+            # Its own replica is not up (or ejected): the general path walks on.
+            request.spawn(self.handle(request))
+            return
         name = replica.hostname  # the one that answers (a replacement gets a new name)
 
         def answered(resp: UpstreamResponse) -> None:
@@ -87,8 +89,9 @@ class Proxy:
         exchange = self._transport.send_nowait(
             address, request.method, request.target, headers, answered
         )
-        if exchange is None:
-            return False
+        if exchange is None:  # no idle connection to it
+            request.spawn(self.handle(request))
+            return
         replica.begin()
 
         def dropped() -> None:  # the client left before the answer's head came
@@ -96,7 +99,6 @@ class Proxy:
             replica.end()
 
         request.on_disconnect = dropped
-        return True
 
     def _answered(
         self, request: Request, replica: Replica, name: str, resp: UpstreamResponse

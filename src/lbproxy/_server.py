@@ -23,7 +23,7 @@ from ._supervisor import Supervisor
 from ._tasks import TaskSet
 from ._tls import Certificate, server_context
 from .backends import Backend, ReplicaHandle, make_backend
-from .front import Front, Request
+from .front import Dispatch, Front, Request
 from .transport import HttptoolsTransport, Transport
 
 log = logging.getLogger("lbproxy")
@@ -190,33 +190,33 @@ class Server:
             down = [r.hostname for r in first if not r.up.is_set()]
             log.warning("starting without %s: not up yet (still being tried)", ", ".join(down))
         proxy = Proxy(self.pool, self.transport, lambda: self.config, lambda: self._key_function)
-        main_api = self._admin_api("main")
+        main_api, admin_api = self._admin_api("main"), self._admin_api("admin")
 
-        def serve_main(request: Request) -> None:
-            # Admin paths by the admin API (carried out even if the client leaves), the rest
-            # by the proxy: from the parser's callback when it can (the hot path).
-            if request.raw_path in main_api.routes:
-                request.spawn(main_api.serve(request), cancel_on_disconnect=False)
-            elif not proxy.serve_now(request):
-                request.spawn(proxy.handle(request))
+        def admin_routes(api: AdminApi) -> dict[str, Dispatch]:
+            # Carried out even if the client leaves (an /add is not undone by a hang-up).
+            def serve(request: Request) -> None:
+                request.spawn(api.serve(request), cancel_on_disconnect=False)
 
-        admin_api = self._admin_api("admin")
+            return dict.fromkeys(api.routes, serve)
 
-        def serve_admin(request: Request) -> None:  # nothing is proxied there
-            if request.raw_path in admin_api.routes:
-                request.spawn(admin_api.serve(request), cancel_on_disconnect=False)
-            else:
-                request.answer(admin_api.unknown_path(request.path))
-                request.done()
+        def not_proxied(request: Request) -> None:  # the admin listener proxies nothing
+            request.answer(admin_api.unknown_path(request.path))
+            request.done()
 
         main = Front(
-            serve_main,
+            proxy.dispatch,
+            admin_routes(main_api),
             cfg.proxy.client_keepalive_timeout,
             cfg.proxy.client_timeout,
             cfg.proxy.max_client_connections,
             self.certificate.listening if self.certificate is not None else None,
         )
-        admin = Front(serve_admin, cfg.proxy.client_keepalive_timeout, cfg.proxy.client_timeout)
+        admin = Front(
+            not_proxied,
+            admin_routes(admin_api),
+            cfg.proxy.client_keepalive_timeout,
+            cfg.proxy.client_timeout,
+        )
         self._fronts = [main, admin]
         await main.start(sock, backlog=BACKLOG)
         await admin.start(admin_sock, backlog=128)

@@ -30,7 +30,8 @@ class Answering:
     _chunked_out: bool  # the answer's body is being chunked here
 
     def _head(self, status: int, reason: str, headers: bytes, extra: bytes) -> bytes:
-        if self.keep_alive and (not self.body_done or self._sink.last_answer):
+        sink = self._sink
+        if self.keep_alive and (not self.body_done or (sink.closing and sink.last_answer)):
             # The body was not read to its end, or no more requests will be read (an error
             # answer still to come says "close" itself: nothing may follow a "close").
             self.keep_alive = False

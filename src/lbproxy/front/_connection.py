@@ -138,12 +138,9 @@ class ClientConnection(Refusals, asyncio.Protocol):
 
     # -- what the parser hands on ------------------------------------------------------------
 
-    def received(self, req: Request) -> None:
-        if self.current is None:
-            self._start(req)
-        else:
-            self.pending.append(req)  # pipelined: answered after the ones before it
-            self.update_reading()
+    def queue(self, req: Request) -> None:
+        self.pending.append(req)  # pipelined: answered after the ones before it
+        self.update_reading()
 
     def body_queued(self, req: Request) -> None:
         if req.queued > BODY_HIGH_WATER and not self.flow.read_paused:  # type: ignore[union-attr]
@@ -203,7 +200,7 @@ class ClientConnection(Refusals, asyncio.Protocol):
         if not req.finished:
             self.abort()
         elif self.pending and req.keep_alive:
-            self._start(self.pending.popleft())
+            self.start(self.pending.popleft())
             self.update_reading()
         elif self._error is not None:
             self._reject(self._error)  # what could not be parsed, after what could
@@ -216,14 +213,18 @@ class ClientConnection(Refusals, asyncio.Protocol):
 
     # -- serving -----------------------------------------------------------------------------
 
-    def _start(self, req: Request) -> None:
+    def start(self, req: Request) -> None:
+        """Serve ``req`` now (nothing is being answered)."""
         self.current = req
         self.requests += 1
+        front = self.front
         if req.method == "CONNECT":
             req.answer(failure("CONNECT is not supported", 405, {"Allow": _ALLOW}))
             self.done(req)
+        elif front.routes and (route := front.routes.get(req.raw_path)) is not None:
+            route(req)
         else:
-            self.front.dispatch(req)
+            front.dispatch(req)
 
     def update_reading(self) -> None:
         """Read from the client unless requests or body bytes are piling up unanswered."""

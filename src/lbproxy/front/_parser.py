@@ -34,8 +34,15 @@ class Rejected(Exception):
 class HeadReceiver(ClientSink, Protocol):
     """The connection, as the parser hands it what it parsed."""
 
-    def received(self, request: Request) -> None:
-        """A request's head is in (its body may follow)."""
+    #: The request being answered, if any.
+    current: Request | None
+
+    def start(self, request: Request) -> None:
+        """A request's head is in (its body may follow), and nothing is being answered."""
+        ...
+
+    def queue(self, request: Request) -> None:
+        """A request's head is in, behind the one being answered (pipelined)."""
         ...
 
     def body_queued(self, request: Request) -> None:
@@ -80,12 +87,18 @@ class RequestParser:
         "_parser",
         "_receiver",
         "_target",
+        "feed",
         "parsing",
     )
 
     def __init__(self, receiver: HeadReceiver) -> None:
         self._receiver = receiver
         self._parser = httptools.HttpRequestParser(self)
+        #: ``feed(data)`` parses what arrived (the C method itself: no Python frame). It
+        #: raises httptools' errors: ``HttpParserUpgrade`` (its offset: where the other
+        #: protocol's bytes start), ``HttpParserCallbackError`` (from ``Rejected``, its
+        #: ``__context__``), ``HttpParserError`` (malformed).
+        self.feed = self._parser.feed_data
         self.parsing: Request | None = None
         self._target = b""
         self._lines: list[bytes] = []
@@ -95,12 +108,6 @@ class RequestParser:
         self._expect = False
         self._end_to_end = True
 
-    def feed(self, data: bytes) -> None:
-        """Raises httptools' errors: ``HttpParserUpgrade`` (its offset: where the other
-        protocol's bytes start), ``HttpParserCallbackError`` (from ``Rejected``, its
-        ``__context__``), ``HttpParserError`` (malformed)."""
-        self._parser.feed_data(data)
-
     # -- httptools callbacks -----------------------------------------------------------------
 
     def on_message_begin(self) -> None:
@@ -108,7 +115,8 @@ class RequestParser:
         self._lines = []
         self._first = {}
         self._head_size = 0
-        self._framing.reset()
+        framing = self._framing  # reset inline: once per request
+        framing.length = framing.te = None
         self._expect = False
         self._end_to_end = True
 
@@ -163,7 +171,7 @@ class RequestParser:
                 raise Rejected(400, f"HTTP/{version} is not supported")
             http10 = version == "1.0"
         framing = self._framing
-        refusal = framing.refusal(http10)
+        refusal = framing.refusal(http10) if framing.te is not None else None
         if refusal is not None:  # HAProxy refuses these with a 400 too
             raise Rejected(400, f"A request's body framing is not relayed: {refusal}")
         first = self._first
@@ -179,7 +187,7 @@ class RequestParser:
                 host = first[b"host"] = authority
                 self._lines += (b"Host", SEP, authority, CRLF)
         upgrade = not self._end_to_end and parser.should_upgrade()
-        if upgrade and (framing.chunked or framing.length):
+        if upgrade and (framing.te is not None or framing.length):
             # The parser stops at the end of such a head: the body would be taken for
             # another protocol's bytes, so no body can come with an upgrade.
             raise Rejected(400, "A request that asks to upgrade cannot have a body")
@@ -193,7 +201,7 @@ class RequestParser:
             keep_alive,
             http10,
         )
-        if framing.chunked:
+        if framing.te is not None:  # chunked: refusal let nothing else through
             req.chunked = req.has_body = True
         elif framing.length:
             req.length = framing.length
@@ -204,7 +212,11 @@ class RequestParser:
             value = first.get(b"upgrade")
             req.upgrade = value.decode("latin-1") if value is not None else None
         self.parsing = req
-        self._receiver.received(req)
+        receiver = self._receiver
+        if receiver.current is None:
+            receiver.start(req)
+        else:
+            receiver.queue(req)
 
     def on_body(self, body: bytes) -> None:
         req = self.parsing
@@ -216,4 +228,6 @@ class RequestParser:
         req = self.parsing
         if req is not None:
             self.parsing = None
-            req.end_body()
+            req.body_done = True  # Request.end_body inlined: once per request
+            if req.waiter is not None:  # rarely: only a body streamed by a task waits
+                req.wake()

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .._throttled_log import ThrottledLog
@@ -44,18 +44,21 @@ def default_max_connections() -> int:
 class Front:
     """The HTTP server on one of the balancer's ports, owned and closed by ``Server``.
 
-    It knows no application: ``dispatch`` decides what each request is.
+    It knows no application: ``routes`` (request path without its query -> ``Dispatch``)
+    and ``dispatch`` (every other path) decide what each request is.
     """
 
     def __init__(
         self,
         dispatch: Dispatch,
+        routes: Mapping[str, Dispatch],
         idle_timeout: float,
         client_timeout: float,
         max_connections: int | None = None,
         tls: ssl.SSLContext | None = None,
     ) -> None:
         self.dispatch = dispatch
+        self.routes = routes
         self.idle_timeout = idle_timeout
         self.client_timeout = client_timeout
         #: How often each connection checks both limits (see _connection._Watch).

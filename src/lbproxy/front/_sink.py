@@ -20,6 +20,8 @@ class ClientSink(Protocol):
     scheme: str
     #: The connection is gone: nothing written reaches the client.
     lost: bool
+    #: No more requests will be read after the current one (``last_answer`` says more).
+    closing: bool
 
     def write(self, data: bytes) -> None: ...
     def write_chunk(self, data: bytes) -> None: ...

@@ -62,7 +62,9 @@ class _Response(ByteQueue):
     def __init__(
         self, conn: _Connection, head_only: bool, replayable: bool, upgrade: bool = False
     ) -> None:
-        ByteQueue.__init__(self)
+        self._chunks: list[bytes] = []  # ByteQueue's, set here: a call saved per answer
+        self.queued = 0
+        self.waiter: asyncio.Future[None] | None = None
         self._conn = conn
         self.head_only = head_only
         #: The request asks to upgrade: a 101 answer is taken (and ``detach`` makes a tunnel).
@@ -92,17 +94,14 @@ class _Response(ByteQueue):
     def headers(self) -> list[tuple[str, str]]:
         return decode_wire(self.header_lines)
 
-    def take(self) -> bytes:
-        data = ByteQueue.take(self)
-        flow = self._conn.flow
-        if flow is not None and flow.read_paused:
-            flow.resume_reading()
-        return data
-
     async def read(self) -> bytes:
         while True:
             if self._chunks:
-                return self.take()
+                data = self.take()
+                flow = self._conn.flow
+                if flow is not None and flow.read_paused:
+                    flow.resume_reading()  # the client took what held reading back
+                return data
             if self._error is not None:
                 raise self._error
             if self.complete:
@@ -212,10 +211,10 @@ class _Connection(AnswerParsing, asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         ex = self._exchange
-        if ex is not None and ex.complete and ex.upgrade and ex.status == 101:
-            ex.push(data)  # the other protocol's, for the tunnel about to be made
-            return
         if ex is None or ex.complete:
+            if ex is not None and ex.upgrade and ex.status == 101:
+                ex.push(data)  # the other protocol's, for the tunnel about to be made
+                return
             # Bytes nobody asked for: the connection's framing can no longer be trusted.
             self.keep_alive = False
             if ex is None:
@@ -369,7 +368,9 @@ class _Connection(AnswerParsing, asyncio.Protocol):
         self._exchange = None
         self._on_answer = None
         if ex.complete and ex._error is None and self.keep_alive and not self.closed:
-            self.flow.resume_reading()  # type: ignore[union-attr]
+            flow = self.flow
+            if flow.read_paused:  # type: ignore[union-attr]
+                flow.resume_reading()  # type: ignore[union-attr]
             self.pool.release(self)
         elif ex.complete and ex._error is None:
             self.close()

@@ -39,7 +39,7 @@ class AnswerParsing:
 
     def _complete(self, ex: _Response) -> None:
         ex.complete = True
-        if ex.waited_on:
+        if ex.waiter is not None:
             ex.wake()
 
     def abort(self) -> None:
@@ -47,7 +47,8 @@ class AnswerParsing:
 
     def on_message_begin(self) -> None:
         self._status = b""
-        self._framing.reset()
+        framing = self._framing  # reset inline: once per answer
+        framing.length = framing.te = None
         ex = self._exchange
         if ex is not None:
             ex.header_lines = []
@@ -114,13 +115,13 @@ class AnswerParsing:
             # and the next exchange on this connection gets a fresh parser.
             self.parser = httptools.HttpResponseParser(self)
             self._complete(ex)
-        elif ex.has_body and not framing.known:
+        elif ex.has_body and framing.length is None and framing.te is None:
             ex.close_delimited = True
             self.keep_alive = False
         # Checked here rather than by calling wake/wake_writer: on the hot path nobody waits.
-        if ex.waited_on:
+        if ex.waiter is not None:
             ex.wake()
-        if self.flow.draining:  # type: ignore[union-attr]
+        if self.flow.drain_waiter is not None:  # type: ignore[union-attr]
             self.flow.wake_writer()  # type: ignore[union-attr]  # the replica answered: stop
 
     def on_body(self, body: bytes) -> None:
@@ -128,7 +129,11 @@ class AnswerParsing:
         if ex is None or ex.complete:
             self.keep_alive = False  # more than the answer said it would be
             return
-        ex.push(body)
+        # ByteQueue.push inlined: once per answer on the hot path.
+        ex._chunks.append(body)
+        ex.queued += len(body)
+        if ex.waiter is not None:
+            ex.wake()
         if ex.queued > HIGH_WATER:
             self.flow.pause_reading()  # type: ignore[union-attr]
 
