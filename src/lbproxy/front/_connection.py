@@ -54,6 +54,7 @@ class ClientConnection(Refusals, asyncio.Protocol):
         "pending",
         "remote",
         "requests",
+        "rx",
         "scheme",
         "transport",
     )
@@ -72,6 +73,7 @@ class ClientConnection(Refusals, asyncio.Protocol):
         self.lost = False
         self.eof = False  # the client sent EOF: it may still read
         self.requests = 0
+        self.rx = 0  # data_received calls: progress of a client sending a request body
         self._discarding = False  # input is ignored from now on
         self._closed = False
         self._error: Answer | None = None  # a 400/414/431 to send once the current answer ends
@@ -92,9 +94,7 @@ class ClientConnection(Refusals, asyncio.Protocol):
         self._watch = Timeouts(self)
 
     def data_received(self, data: bytes) -> None:
-        watch = self._watch
-        if watch is not None:
-            watch.rx += 1
+        self.rx += 1
         if self._discarding:
             return
         try:

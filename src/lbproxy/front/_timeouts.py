@@ -17,11 +17,10 @@ class Timeouts:
     no timer work. Activity is noticed at the next tick, so a limit is enforced at most two
     ticks (half the smaller limit) late, never early."""
 
-    __slots__ = ("_conn", "_idle_since", "_io_since", "_seen", "_timer", "resumes", "rx")
+    __slots__ = ("_conn", "_idle_since", "_io_since", "_seen", "_timer", "resumes")
 
     def __init__(self, conn: ClientConnection) -> None:
         self._conn = conn
-        self.rx = 0  # data_received calls: progress of a client sending a request body
         self.resumes = 0  # resume_writing calls: progress of a client reading an answer
         self._seen = (0, 0, 0)  # (requests, rx, resumes) at the last tick
         self._io_since = self._idle_since = conn.loop.time()
@@ -40,7 +39,7 @@ class Timeouts:
         if conn.lost:
             return
         now = conn.loop.time()
-        seen = (conn.requests, self.rx, self.resumes)
+        seen = (conn.requests, conn.rx, self.resumes)
         if seen[0] != self._seen[0] or conn.current is not None:
             self._idle_since = now
         if seen[1:] != self._seen[1:]:

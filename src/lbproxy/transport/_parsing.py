@@ -67,7 +67,10 @@ class AnswerParsing:
         ex.header_lines += (name, SEP, value, CRLF)
         low = name.lower()
         if low in _NOTED:
-            self._framing.note(low, value)
+            if low == b"content-length":  # the usual one, set here: a call saved per answer
+                self._framing.length = int(value)  # the parser has checked it
+            else:
+                self._framing.note(low, value)
             if low in _HOP_BY_HOP:
                 ex.end_to_end = False
 
