@@ -22,7 +22,6 @@ class ByteQueue:
     __slots__ = ("_chunks", "queued", "waiter")
 
     def __init__(self) -> None:
-        # Subclasses on the hot path set these three themselves (a call saved per message).
         self._chunks: list[bytes] = []
         #: Bytes waiting to be taken (reading pauses when this passes a high-water mark).
         self.queued = 0
