@@ -1,13 +1,13 @@
 """The data path: pick replicas on the ring, stream the request there and the answer back.
 
 Two ways through it, with the same rules:
-- ``serve_now``, the hot path: a bodiless, idempotent request whose replica has an idle
-  kept-alive connection is sent at once from the front's parser callback, and an answer
-  that arrives whole is relayed from the transport's; no task, no future. Anything else
-  that turns up on the way (a stale connection, a failure, a body still streaming) is
-  handed to a task running the general path.
+- ``dispatch`` (the front's ``Dispatch``), the hot path: a bodiless, idempotent request
+  whose replica has an idle kept-alive connection is sent at once from the front's parser
+  callback, and an answer that arrives whole is relayed from the transport's; no task, no
+  future. Anything else (a body, an upgrade, no idle connection; later a stale connection,
+  a failure, a body still streaming) is handed to a task running the general path.
 - ``handle``, the general path, a coroutine: connects, streams request bodies, retries
-  on the next replica, waits for slow answers.
+  on the next replica, waits for slow answers, relays upgraded connections (``_tunnel``).
 
 A bodiless idempotent request whose replica breaks off before any of the answer went out
 (reset, closed, timed out, taken out of service) is sent once more, to the next distinct
