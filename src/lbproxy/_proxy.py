@@ -25,15 +25,13 @@ from ._errors import (
     ClientDisconnectedError,
     UpstreamConnectError,
     UpstreamError,
-    UpstreamTimeoutError,
 )
-from ._headers import downstream_headers, encode_headers
 from ._keys import KeyFunction
-from ._messages import Answer, failure, missing_endpoint
+from ._messages import failure
 from ._outliers import Outliers
 from ._pool import Pool, Replica
+from ._relay import answer_headers, failure_answer, relay_now, tunnel
 from ._throttled_log import ThrottledLog
-from ._tunnel import Tunnel
 from ._upstream_heads import UpstreamHeads
 from .front import Request
 from .transport import IDEMPOTENT, Transport, UpstreamResponse
@@ -118,7 +116,7 @@ class Proxy:
             else:
                 if replica.failures:
                     replica.failures = 0
-                if self._relay_now(request, resp):
+                if relay_now(request, resp):
                     resp.release()
                     request.done()
                 else:
@@ -198,7 +196,9 @@ class Proxy:
             except UpstreamError as e:
                 self._outliers.failed(replica, name, e)
                 if not (replayable and failed is None):
-                    request.answer(self._failure(name, e, failed))
+                    request.answer(
+                        failure_answer(self._config().proxy.read_timeout, name, e, failed)
+                    )
                     return
                 failed = (replica, name, e)  # once more, on the next replica
             finally:
@@ -206,7 +206,9 @@ class Proxy:
                     replica.end()
         if resp is None or replica is None:
             if failed is not None:
-                request.answer(self._failure(failed[1], failed[2]))
+                request.answer(
+                    failure_answer(self._config().proxy.read_timeout, failed[1], failed[2])
+                )
             elif not refused:
                 request.answer(
                     failure("No healthy replica is available", 503, {"Retry-After": "1"})
@@ -218,78 +220,21 @@ class Proxy:
             return
         try:
             if upgrade and resp.status == 101:
-                await self._tunnel(request, resp)
-            elif not self._relay_now(request, resp):
+                await tunnel(request, resp, self._config().proxy.tunnel_idle_timeout)
+            elif not relay_now(request, resp):
                 await self._stream(request, resp, replica, name)
         finally:
             resp.release()
             replica.end()
 
-    # -- answers of its own ------------------------------------------------------------------
-
-    def _failure(
-        self,
-        name: str,
-        error: BaseException,
-        earlier: tuple[Replica, str, UpstreamError] | None = None,
-    ) -> Answer:
-        """The answer for a replica that broke off; ``earlier``: the one tried before it."""
-        after = f" (after {earlier[1]} failed too)" if earlier is not None else ""
-        if isinstance(error, UpstreamTimeoutError):
-            return failure(
-                f"Replica {name} did not answer within "
-                f"{self._config().proxy.read_timeout:g}s{after}",
-                504,
-            )
-        return failure(f"Replica {name} failed to answer{after}", 502)
-
     # -- relaying ----------------------------------------------------------------------------
-
-    def _relay_now(self, request: Request, resp: UpstreamResponse) -> bool:
-        """Relay an answer that needs no waiting (no body, or all of it in); False if not."""
-        if resp.status == 404:
-            request.answer(missing_endpoint(request.path))
-            return True
-        if not resp.has_body:
-            request.send_whole(resp.status, resp.reason, self._headers(resp), b"", "none")
-            return True
-        if resp.complete:  # the usual small answer: all of it in one write
-            framing = "length" if resp.length is not None else "chunked"
-            request.send_whole(resp.status, resp.reason, self._headers(resp), resp.take(), framing)
-            return True
-        return False
-
-    async def _tunnel(self, request: Request, resp: UpstreamResponse) -> None:
-        """The replica switched protocols: relay both connections as they are until either
-        closes or both stay quiet for ``proxy.tunnel_idle_timeout``."""
-        upgrade = next((v for k, v in resp.headers if k.lower() == "upgrade"), request.upgrade)
-        headers = encode_headers(
-            [
-                *downstream_headers(resp.headers),
-                ("Connection", "Upgrade"),
-                ("Upgrade", upgrade or ""),
-            ]
-        )
-        replica_end = resp.detach()
-        try:
-            client_end = request.switch(resp.status, resp.reason, headers)
-        except ClientDisconnectedError:
-            replica_end.transport.close()
-            return
-        await Tunnel(client_end, replica_end, self._config().proxy.tunnel_idle_timeout).wait()
-
-    @staticmethod
-    def _headers(resp: UpstreamResponse) -> bytes:
-        if resp.end_to_end:  # the usual case: the replica's headers go on as they came
-            return b"".join(resp.header_lines)
-        return encode_headers(downstream_headers(resp.headers))
 
     async def _stream(
         self, request: Request, resp: UpstreamResponse, replica: Replica, name: str
     ) -> None:
         """Relay an answer whose body is still arriving, as it arrives."""
         framing = "length" if resp.length is not None else "chunked"
-        request.start(resp.status, resp.reason, self._headers(resp), framing)
+        request.start(resp.status, resp.reason, answer_headers(resp), framing)
         try:
             while chunk := await resp.read():
                 request.write(chunk)
