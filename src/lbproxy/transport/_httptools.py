@@ -19,13 +19,14 @@ from collections.abc import Callable
 import httptools
 
 from .._config import ProxyConfig
-from .._errors import UpstreamConnectError, UpstreamProtocolError, UpstreamTimeoutError
+from .._errors import UpstreamConnectError, UpstreamProtocolError
 from .._flow import ByteQueue, FlowControl
 from .._framing import CHUNKED_LINE, BodyFraming, write_chunk
 from .._headers import decode_wire
 from .._tunnel import TunnelEnd
 from ._base import IDEMPOTENT, RequestBody
 from ._parsing import AnswerParsing
+from ._read_timeout import ReadTimeout
 
 log = logging.getLogger("lbproxy.transport")
 
@@ -157,7 +158,7 @@ def after_switch(received: bytes | bytearray) -> bytes:
     return b""
 
 
-class _Connection(AnswerParsing, asyncio.Protocol):
+class _Connection(AnswerParsing, ReadTimeout, asyncio.Protocol):
     """One keep-alive connection to a replica, serving one exchange at a time."""
 
     __slots__ = (
@@ -376,37 +377,6 @@ class _Connection(AnswerParsing, asyncio.Protocol):
             self.close()
         else:
             self.abort()  # mid-answer: reset, so the replica cannot take it for complete
-
-    # -- read timeout ------------------------------------------------------------------------
-
-    def _arm(self, delay: float) -> None:
-        self._timer = self.loop.call_later(delay, self._on_timer)
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _on_timer(self) -> None:
-        # One timer per connection, left armed between exchanges rather than set and
-        # cancelled for each: it checks when it fires whether the replica was quiet too long.
-        self._timer = None
-        ex = self._exchange
-        if self.closed or ex is None:
-            return  # idle: re-armed by the next exchange
-        if ex.complete or ex._error is not None:
-            self._arm(self.pool.read_timeout)
-            return
-        timeout = self.pool.read_timeout
-        if self.flow.read_paused or self._waiting_on_client:  # type: ignore[union-attr]
-            self._arm(timeout)  # waiting for the client, not for the replica
-            return
-        quiet = self.loop.time() - self._last_activity
-        if quiet < timeout * 0.999:
-            self._arm(timeout - quiet)
-            return
-        ex.fail(UpstreamTimeoutError(f"{self.pool.address} sent nothing for {timeout:g}s"))
-        self.abort()
 
     # -- helpers -----------------------------------------------------------------------------
 
