@@ -370,9 +370,9 @@ def main() -> None:
         print(f"fuzz_front: {run_random(seconds, 0)} inputs, the invariant held for each")
         return
     with atheris.instrument_imports(include=["lbproxy"]):  # not its (large) dependencies
-        import lbproxy._front
         import lbproxy._headers
         import lbproxy._proxy
+        import lbproxy.front
         import lbproxy.transport._httptools  # noqa: F401
     run_atheris([sys.argv[0], *argv])
 

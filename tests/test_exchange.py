@@ -10,8 +10,11 @@ from pathlib import Path
 from typing import Protocol
 
 import lbproxy._proxy
+import lbproxy._recording
+import lbproxy._relay
+import lbproxy._upstream_heads
 from lbproxy._exchange import Exchange
-from lbproxy._front import Request
+from lbproxy.front import Request
 
 
 def protocol_members(protocol: type) -> set[str]:
@@ -48,6 +51,12 @@ def test_the_proxy_reads_only_what_the_protocol_declares() -> None:
     assert {"method", "spawn", "answer"} <= used  # the scan sees the proxy's uses
     assert used - protocol_members(Exchange) == set()
     assert "getattr(" not in source and "hasattr(" not in source
+
+
+def test_the_proxys_helpers_read_only_what_the_protocol_declares() -> None:
+    for module in (lbproxy._relay, lbproxy._upstream_heads, lbproxy._recording):
+        source = Path(inspect.getfile(module)).read_text()
+        assert attributes_read_on(source, "request") - protocol_members(Exchange) == set(), module
 
 
 def test_the_fronts_request_provides_the_whole_protocol() -> None:

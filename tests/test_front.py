@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from conftest import RawHandler, RawRequest, RawUpstream, body_sink, raw_response
+from conftest import RawHandler, RawRequest, RawUpstream, body_sink, eventually, raw_response
 from lbproxy import Server
 
 Start = Callable[[RawHandler], Awaitable[RawUpstream]]
@@ -210,11 +210,13 @@ async def test_client_leaving_while_the_replica_thinks_drops_its_connection(
     raw_upstream: Start, balancer: Any
 ) -> None:
     outcome: asyncio.Queue[str] = asyncio.Queue()
+    arrived = asyncio.Event()
 
     async def slow(req: RawRequest, reader: Any, writer: Any, n: int) -> bool:
         if req.target == "/warm":
             writer.write(raw_response(200))
             return True
+        arrived.set()
         # The balancer must hang up on this connection once the client is gone.
         try:
             data = await asyncio.wait_for(reader.read(), 10)
@@ -230,7 +232,7 @@ async def test_client_leaving_while_the_replica_thinks_drops_its_connection(
     client.send(b"GET /warm HTTP/1.1\r\nHost: lb\r\n\r\n")
     await client.answer()
     client.send(b"GET /slow HTTP/1.1\r\nHost: lb\r\n\r\n")  # the hot path: a pooled connection
-    await asyncio.sleep(0.2)
+    await asyncio.wait_for(arrived.wait(), 5)
     reset(client.writer)
     assert await asyncio.wait_for(outcome.get(), 5) in ("reset", "eof after 0 bytes")
 
@@ -270,7 +272,16 @@ async def test_slow_client_holds_back_the_replica(upstream: Any, balancer: Any) 
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port, limit=MiB)
     writer.write(b"GET /big HTTP/1.1\r\nHost: lb\r\n\r\n")
     await reader.readuntil(b"\r\n\r\n")
-    await asyncio.sleep(1.0)  # the client reads nothing
+    # The client reads nothing: the balancer stops writing to it, then reading from the
+    # replica, which then waits in its writes.
+    front = server._fronts[0]
+    pools = server.transport._pools.values()  # type: ignore[union-attr]
+    await eventually(
+        lambda: (
+            any(c.write_paused for c in front.connections)
+            and any(c.flow.read_paused for p in pools for c in p.connections)
+        )
+    )
     stalled_at = written
     # Socket buffers on both sides (a few MiB each on loopback) plus the balancer's own
     # bounded buffers, not the whole answer.
@@ -323,7 +334,7 @@ async def test_slow_uploads_that_keep_coming_are_not_cut(upstream: Any, balancer
     client = await Client.open(server)
     client.send(b"POST /count HTTP/1.1\r\nHost: lb\r\nContent-Length: 1000\r\n\r\n")
     for _ in range(10):  # 2 s in all, never 0.4 s without a byte
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.2)  # not a wait: the upload's pace is what is tested
         client.send(b"u" * 100)
     status, _, body = await client.answer()
     assert status == 200
@@ -364,8 +375,11 @@ async def test_client_that_stops_reading_is_cut(upstream: Any, balancer: Any) ->
 
 
 async def test_graceful_shutdown(upstream: Any, balancer: Any) -> None:
+    arrived, release = asyncio.Event(), asyncio.Event()
+
     async def slow(request: web.Request) -> web.Response:
-        await asyncio.sleep(0.5)
+        arrived.set()
+        await asyncio.wait_for(release.wait(), 10)
         return web.Response(text="finished")
 
     async def fast(request: web.Request) -> web.Response:
@@ -378,9 +392,10 @@ async def test_graceful_shutdown(upstream: Any, balancer: Any) -> None:
     await idle.answer()
     busy = await Client.open(server)
     busy.send(b"GET /slow HTTP/1.1\r\nHost: lb\r\n\r\n")
-    await asyncio.sleep(0.1)
+    await asyncio.wait_for(arrived.wait(), 5)
     stopping = asyncio.create_task(server.shutdown())
     assert await idle.closed()  # idle keep-alive connections are closed at once
+    release.set()
     status, headers, body = await busy.answer()  # the request under way finishes
     assert (status, body, headers["connection"]) == (200, b"finished", "close")
     await asyncio.wait_for(stopping, 10)
@@ -390,8 +405,10 @@ async def test_graceful_shutdown(upstream: Any, balancer: Any) -> None:
 
 async def test_shutdown_cuts_what_outlasts_shutdown_timeout(upstream: Any, balancer: Any) -> None:
     release = asyncio.Event()  # set at the end, so the replica's teardown need not wait
+    arrived = asyncio.Event()
 
     async def endless(request: web.Request) -> web.Response:
+        arrived.set()
         await asyncio.wait_for(release.wait(), 30)
         return web.Response(text="never")
 
@@ -399,7 +416,7 @@ async def test_shutdown_cuts_what_outlasts_shutdown_timeout(upstream: Any, balan
     server = await balancer({**static(address), "shutdown_timeout": 0.5})
     client = await Client.open(server)
     client.send(b"GET /endless HTTP/1.1\r\nHost: lb\r\n\r\n")
-    await asyncio.sleep(0.1)
+    await asyncio.wait_for(arrived.wait(), 5)
     started = time.monotonic()
     await asyncio.wait_for(server.shutdown(), 10)
     assert time.monotonic() - started < 3

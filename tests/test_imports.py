@@ -50,7 +50,7 @@ def test_a_replica_loads_neither_docker_nor_the_configuration() -> None:
     assert "lbproxy.replica" in loaded
     assert present(loaded, ("aiodocker", "pydantic", "yaml")) == []
     # Nor any part of the balancer.
-    balancer = {"lbproxy._server", "lbproxy._front", "lbproxy._config", "lbproxy.backends"}
+    balancer = {"lbproxy._server", "lbproxy.front", "lbproxy._config", "lbproxy.backends"}
     assert loaded & balancer == set()
 
 
@@ -112,7 +112,7 @@ def test_the_docker_backend_loads_when_chosen() -> None:
 def test_the_proxy_knows_the_request_only_by_its_protocol() -> None:
     loaded = loaded_by("import lbproxy._proxy")
     assert "lbproxy._exchange" in loaded
-    assert loaded & {"lbproxy._front", "lbproxy._admin", "lbproxy._server"} == set()
+    assert loaded & {"lbproxy.front", "lbproxy._admin", "lbproxy._server"} == set()
 
 
 def test_the_exchange_protocol_loads_no_io_library() -> None:

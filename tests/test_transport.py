@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from conftest import RawHandler, RawRequest, RawUpstream, free_port, raw_response
+from conftest import RawHandler, RawRequest, RawUpstream, eventually, free_port, raw_response
 from lbproxy import (
     ClientDisconnectedError,
     UpstreamConnectError,
@@ -86,9 +86,11 @@ async def test_connections_are_kept_alive_and_reused(raw_upstream: Start, transp
 
 
 async def test_pool_keeps_at_most_pool_size_idle(raw_upstream: Start, transport: Any) -> None:
-    gate = asyncio.Event()
+    gate, all_in = asyncio.Event(), asyncio.Event()
 
     async def slow(req: RawRequest, reader: Any, writer: Any, n: int) -> bool:
+        if len(up.requests) == 5:
+            all_in.set()
         await gate.wait()
         writer.write(raw_response(200, b"ok"))
         return True
@@ -96,7 +98,7 @@ async def test_pool_keeps_at_most_pool_size_idle(raw_upstream: Start, transport:
     up = await raw_upstream(slow)
     t = transport(pool_size=2)
     pending = [asyncio.create_task(t.request(up.address, "GET", "/", HOST, None)) for _ in range(5)]
-    await asyncio.sleep(0.2)
+    await asyncio.wait_for(all_in.wait(), 5)  # five at once: none waited for a connection
     gate.set()
     for resp in await asyncio.gather(*pending):
         assert await read_all(resp) == b"ok"
@@ -153,8 +155,8 @@ async def test_connection_closed_while_idle_is_not_reused(
         resp = await t.request(up.address, "POST", "/x", HOST, Body([b"data"], 4))
         assert await read_all(resp) == b"conn %d" % i
         resp.release()
-        await asyncio.sleep(0.1)  # the FIN arrives and the pool drops the connection
-        assert t.idle_connections(up.address) == 0
+        # The FIN arrives and the pool drops the connection.
+        await eventually(lambda: t.idle_connections(up.address) == 0)
     assert len(up.requests) == 3
 
 
@@ -191,7 +193,7 @@ async def test_read_timeouts(raw_upstream: Start, transport: Any) -> None:
     async def silent(req: RawRequest, reader: Any, writer: Any, n: int) -> bool:
         if req.target == "/stall":
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 10)
-        await asyncio.sleep(5)
+        await reader.read()  # silent until the balancer gives up and hangs up
         return False
 
     up = await raw_upstream(silent)
@@ -247,7 +249,7 @@ async def test_client_leaving_mid_body_cuts_the_upstream_request(
     with pytest.raises(ClientDisconnectedError):
         await t.request(up.address, "POST", "/", headers, Body([b"x" * 10], 1000, fail=True))
     # The replica's read of the 1000 bytes fails: the connection was reset, not reused.
-    await asyncio.sleep(0.2)
+    await eventually(lambda: up.writers and all(w.is_closing() for w in up.writers))
     assert not up.requests  # it never got a whole request
     assert t.idle_connections(up.address) == 0
     cut.set()
@@ -328,7 +330,8 @@ async def test_slow_reader_pauses_the_replica(raw_upstream: Start, transport: An
     up = await raw_upstream(big)
     t = transport()
     resp = await t.request(up.address, "GET", "/big", HOST, None)
-    await asyncio.sleep(0.5)  # nobody reads the answer
+    # Nobody reads the answer: the transport stops reading from the replica.
+    await eventually(lambda: resp._conn.flow.read_paused)
     stalled_at = written
     assert stalled_at < size // 2, f"the replica wrote {stalled_at} bytes to a stalled reader"
     assert sum(len(c) for c in resp._chunks) <= 2 * MiB  # what the transport holds
@@ -348,7 +351,7 @@ async def test_replica_answering_before_the_body_is_sent(transport: Any) -> None
 
     class SlowBody(Body):
         async def read(self) -> bytes:
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # not a wait: a slow uploader's pace
             return await super().read()
 
     server = await asyncio.start_server(refuse_early, "127.0.0.1", 0)

@@ -2,8 +2,9 @@
 server.
 
 Two listeners serve them: the balancer's port (the contract's /rep, /add, /rm; docs/api.md)
-and the admin listener (the same, plus /kill and /status; nothing there is proxied). The
-front server (``_front.py``) asks ``refuse`` before reading a body (wrong port, wrong
+and the admin listener (the same, plus /kill, /status, /metrics and the dashboard; nothing
+there is proxied). ``serve`` takes a request from the HTTP server (any ``AdminRequest``;
+``Server`` routes the paths here), asks ``refuse`` before reading a body (wrong port, wrong
 method, missing token), then reads a bounded body and calls ``handle``; every answer, error
 or not, is an ``Answer``.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Literal
+from typing import Literal, Protocol
 
 from ._config import Config
 from ._control import Controller
@@ -42,6 +43,19 @@ _REFUSED_STATUS: dict[type[ChangeRefusedError], int] = {
     OrchestratorError: 503,  # Swarm did not answer: try again
     KillFailedError: 503,  # the backend could not kill it
 }
+
+
+class AdminRequest(Protocol):
+    """What the admin API needs of an HTTP request (the front's ``Request`` fits)."""
+
+    method: str
+
+    @property
+    def raw_path(self) -> str: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+    async def read_all(self, limit: int) -> bytes | None: ...
+    def answer(self, answer: Answer) -> None: ...
 
 
 def body_too_large() -> Answer:
@@ -146,6 +160,19 @@ class AdminApi:
             f"{', '.join(sorted(self.routes))})",
             404,
         )
+
+    async def serve(self, request: AdminRequest) -> None:
+        """Answer one request for one of ``routes``."""
+        path = request.raw_path
+        denied = self.refuse(path, request.method, request.headers.get("Authorization"))
+        if denied is not None:
+            request.answer(denied)
+            return
+        body = await request.read_all(MAX_ADMIN_BODY)
+        if body is None:
+            request.answer(body_too_large())
+            return
+        request.answer(await self.handle(path, body))
 
     async def handle(self, path: str, body: bytes) -> Answer:
         """Answer an admin request that ``refuse`` let through and whose body was read."""

@@ -58,9 +58,20 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
 
 
+class TlsConfig(_Model):
+    """TLS termination on ``listen.port``: PEM files (checked at startup, by ``_tls``)."""
+
+    #: The server certificate, followed by its intermediate certificates.
+    cert: str = Field(min_length=1)
+    #: Its private key (unencrypted).
+    key: str = Field(min_length=1)
+
+
 class ListenConfig(_Model):
     host: str = "0.0.0.0"
     port: int = Field(DEFAULT_PORT, ge=0, le=65535)
+    #: Set: the port speaks HTTPS (and wss) only; the replicas are still reached over HTTP.
+    tls: TlsConfig | None = None
 
 
 class ProcessBackendConfig(_Model):
@@ -339,6 +350,9 @@ class ProxyConfig(_Model):
     #: A client that, mid-request, sends none of its body or reads none of the answer for
     #: this long has its connection cut (with a 408 if none of the answer went out yet).
     client_timeout: Seconds = 60.0
+    #: An upgraded connection (WebSocket...) relayed as raw bytes is closed after this long
+    #: with nothing sent either way; the two timeouts above do not apply to it.
+    tunnel_idle_timeout: Seconds = 300.0
     #: Client connections served at once; beyond it a new one gets a 503. None: half of
     #: what the open-files limit leaves after a reserve (each may hold a replica connection).
     max_client_connections: int | None = Field(None, ge=1, le=10_000_000)

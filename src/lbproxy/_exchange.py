@@ -10,10 +10,13 @@ arrives, and the writing of the response, relayed or the balancer's own ``Answer
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._keys import RequestView
 from ._messages import Answer
+
+if TYPE_CHECKING:
+    from ._tunnel import TunnelEnd
 
 #: How a relayed response's body is delimited on the client's connection (``start``):
 #: "none" (no body), "length" (its headers carry Content-Length), "chunked" (chunked by the
@@ -35,6 +38,11 @@ class RequestHead(RequestView, Protocol):
     @property
     def host(self) -> str | None:
         """The Host header; None when the client sent none (HTTP/1.0)."""
+        ...
+
+    @property
+    def remote(self) -> str | None:
+        """The client's address (the access log's)."""
         ...
 
     @property
@@ -113,13 +121,20 @@ class ResponseWriter(Protocol):
 
 class Exchange(RequestHead, RequestBodyReader, ResponseWriter, Protocol):
     """One client request being served: its head, its body and its response, and how the
-    proxy serves it outside a task (``Proxy.serve_now``) or hands it to one."""
+    proxy serves it outside a task (``Proxy.dispatch``) or hands it to one."""
 
     #: (routing key, upstream header lines) once the proxy made them, so a request handed
     #: from the hot path to a task keeps its key (a random one is drawn once).
     prepared: tuple[str, bytes] | None
     #: Called if the client leaves while the request is served without a task.
     on_disconnect: Callable[[], None] | None
+    #: The protocol the client asks to switch to (its Upgrade header), or None.
+    upgrade: str | None
+
+    def switch(self, status: int, reason: str, headers: bytes) -> TunnelEnd:
+        """Send a 101 response and hand the connection over to a tunnel (raises
+        ``ClientDisconnectedError`` if the client is gone)."""
+        ...
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Go on serving this request in a task running ``work``."""

@@ -1,13 +1,13 @@
 """The data path: pick replicas on the ring, stream the request there and the answer back.
 
 Two ways through it, with the same rules:
-- ``serve_now``, the hot path: a bodiless, idempotent request whose replica has an idle
-  kept-alive connection is sent at once from the front's parser callback, and an answer
-  that arrives whole is relayed from the transport's; no task, no future. Anything else
-  that turns up on the way (a stale connection, a failure, a body still streaming) is
-  handed to a task running the general path.
+- ``dispatch`` (the front's ``Dispatch``), the hot path: a bodiless, idempotent request
+  whose replica has an idle kept-alive connection is sent at once from the front's parser
+  callback, and an answer that arrives whole is relayed from the transport's; no task, no
+  future. Anything else (a body, an upgrade, no idle connection; later a stale connection,
+  a failure, a body still streaming) is handed to a task running the general path.
 - ``handle``, the general path, a coroutine: connects, streams request bodies, retries
-  on the next replica, waits for slow answers.
+  on the next replica, waits for slow answers, relays upgraded connections (``_tunnel``).
 
 A bodiless idempotent request whose replica breaks off before any of the answer went out
 (reset, closed, timed out, taken out of service) is sent once more, to the next distinct
@@ -17,7 +17,6 @@ out of routing for ``proxy.outlier_ejection_time`` (docs/proxying.md).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from time import perf_counter
@@ -27,15 +26,16 @@ from ._errors import (
     ClientDisconnectedError,
     UpstreamConnectError,
     UpstreamError,
-    UpstreamTimeoutError,
 )
 from ._exchange import Exchange
-from ._headers import downstream_headers, encode_headers, upstream_headers
-from ._keys import REQUEST_ID_HEADER, KeyFunction
-from ._messages import Answer, failure, missing_endpoint
-from ._pool import Pool, Replica, State
+from ._keys import KeyFunction
+from ._messages import Answer, failure
+from ._outliers import Outliers
+from ._pool import Pool, Replica
 from ._recording import Recorder
+from ._relay import answer_headers, failure_answer, relay_now, tunnel
 from ._throttled_log import ThrottledLog
+from ._upstream_heads import UpstreamHeads
 from .transport import IDEMPOTENT, Transport, UpstreamResponse
 
 log = logging.getLogger("lbproxy.proxy")
@@ -54,98 +54,57 @@ class Proxy:
         self._transport = transport
         self._config = config
         self._key_function = key_function
-        #: Encoded X-Forwarded-* lines by (client address, Host): the same for every request
-        #: on a connection, so built once rather than per request.
-        self._forwarded: dict[tuple[str | None, str | None], bytes] = {}
-        #: Failures are said once per replica and event, with counts (a stopped replica
-        #: fails every request routed to it until it leaves the ring).
+        self._heads = UpstreamHeads(config, key_function)
+        #: Client notes are said once per event, with counts.
         self._notes = ThrottledLog(log)
-        #: Readmission timers of the replicas out of routing as outliers.
-        self._ejected: dict[Replica, asyncio.TimerHandle] = {}
-        pool.on_failed.append(self._taken_out)
+        self._outliers = Outliers(pool, config, transport)
         recorder = recorder if recorder is not None else Recorder()
         #: Called once per answer sent (metrics, access log): a no-op when both are off.
         self._done = recorder.done
         self._stats = recorder.stats
 
-    def _prepare(self, request: Exchange) -> tuple[str, bytes]:
-        """The request's routing key and the (encoded) headers it goes upstream with.
-
-        Made once per request (``request.prepared`` keeps them for the general path): a
-        request without a key gets one random id, whichever path serves it.
-        """
-        if request.prepared is not None:
-            return request.prepared
-        key, generated = self._key_function()(request)
-        # A generated request id goes upstream too, so the replica's logs can be correlated.
-        extra = (
-            [(REQUEST_ID_HEADER, key)]
-            if generated and self._config().hashing.key == "request_id"
-            else []
-        )
-        if request.end_to_end:  # the usual case: the client's headers go on as they came
-            headers = b"".join(request.header_lines) + self._forwarded_lines(request, extra)
-        else:
-            headers = encode_headers(
-                upstream_headers(
-                    request.header_items, request.remote, request.scheme, request.host, extra
-                )
-            )
-        request.prepared = prepared = (key, headers)
-        return prepared
-
-    def _forwarded_lines(self, request: Exchange, extra: list[tuple[str, str]]) -> bytes:
-        """``upstream_headers([], ...)`` encoded: what goes after the client's own headers."""
-        if extra:
-            return encode_headers(
-                upstream_headers([], request.remote, request.scheme, request.host, extra)
-            )
-        where = (request.remote, request.host)
-        lines = self._forwarded.get(where)
-        if lines is None:
-            if len(self._forwarded) >= 4096:
-                self._forwarded.clear()
-            lines = encode_headers(
-                upstream_headers([], request.remote, request.scheme, request.host)
-            )
-            self._forwarded[where] = lines
-        return lines
-
     # -- the hot path ------------------------------------------------------------------------
 
-    def serve_now(self, request: Exchange) -> bool:
-        """Send ``request`` without a task if it qualifies; False: use ``handle``.
+    def dispatch(self, request: Exchange) -> None:
+        """Serve ``request`` (the front's ``Dispatch``): without a task if it qualifies, else
+        in a task running ``handle``.
 
         Only bodiless idempotent requests qualify, so that one found to have gone out on a
         connection the replica had just closed can be sent again."""
-        if request.has_body or request.method not in IDEMPOTENT or request.host is None:
-            return False
+        if (
+            request.has_body
+            or request.method not in IDEMPOTENT
+            or request.host is None
+            or request.upgrade is not None
+        ):
+            request.spawn(self.handle(request))
+            return
         t0 = perf_counter()
-        key, headers = self._prepare(request)
+        key, headers = self._heads.prepare(request)
         replica = self._pool.pick(key)  # with bounded loads, one that has room
-        if replica is None:
-            return False  # its own replica is not up (or ejected): the general path walks on
-        address = replica.address
-        if address is None:
-            return False
+        address = replica.address if replica is not None else None
+        if replica is None or address is None:
+            # Its own replica is not up (or ejected): the general path walks on.
+            request.spawn(self.handle(request, None, t0))
+            return
         name = replica.hostname  # the one that answers (a replacement gets a new name)
 
         def answered(resp: UpstreamResponse) -> None:
             self._answered(request, replica, name, resp, t0)
 
-        upstream = self._transport.send_nowait(
+        exchange = self._transport.send_nowait(
             address, request.method, request.target, headers, answered
         )
-        if upstream is None:
-            return False
+        if exchange is None:  # no idle connection to it
+            request.spawn(self.handle(request, None, t0))
+            return
         replica.begin()
 
         def dropped() -> None:  # the client left before the answer's head came
-            upstream.release()
+            exchange.release()
             replica.finish()
 
         request.on_disconnect = dropped
-        return True
 
     def _answered(
         self, request: Exchange, replica: Replica, name: str, resp: UpstreamResponse, t0: float
@@ -166,7 +125,7 @@ class Proxy:
             else:
                 if replica.failures:
                     replica.failures = 0
-                sent = self._relay_now(request, resp)
+                sent = relay_now(request, resp)
                 if sent is not None:
                     resp.release()
                     self._done(request, name, sent[0], sent[1], t0)
@@ -206,13 +165,14 @@ class Proxy:
         if t0 is None:
             t0 = perf_counter()
         attempts = 1 + self._config().proxy.retries
-        key, headers = self._prepare(request)
+        key, headers = self._heads.prepare(request)
         body = request if request.has_body else None
         if body is not None:
             body.check()  # found malformed while this task waited to run: no replica needed
         # May be sent again after a replica broke off: nothing of it can have been acted on
         # in a way that a second try changes (RFC 9110 section 9.2.2), and no body is spent.
         replayable = body is None and request.method in IDEMPOTENT
+        upgrade = request.upgrade is not None
         refused: list[str] = []
         resp: UpstreamResponse | None = None
         replica: Replica | None = None
@@ -246,7 +206,7 @@ class Proxy:
             replica.begin()
             try:
                 resp = await self._transport.request(
-                    address, request.method, request.target, sent, body
+                    address, request.method, request.target, sent, body, upgrade
                 )
                 if replica.failures:
                     replica.failures = 0
@@ -261,7 +221,8 @@ class Proxy:
             except UpstreamError as e:
                 self._failed(replica, name, e)
                 if not (replayable and failed is None):
-                    self._answer(request, name, self._failure(name, e, failed), t0)
+                    timeout = self._config().proxy.read_timeout
+                    self._answer(request, name, failure_answer(timeout, name, e, failed), t0)
                     return
                 failed = (replica, name, e)  # once more, on the next replica
                 retry_of = name
@@ -270,145 +231,47 @@ class Proxy:
                     replica.finish()
         if resp is None or replica is None:
             if failed is not None:
-                self._answer(request, failed[1], self._failure(failed[1], failed[2]), t0)
+                timeout = self._config().proxy.read_timeout
+                answer = failure_answer(timeout, failed[1], failed[2])
+                self._answer(request, failed[1], answer, t0)
             elif not refused:
-                self._answer(
-                    request,
-                    "",
-                    failure("No healthy replica is available", 503, {"Retry-After": "1"}),
-                    t0,
-                )
+                answer = failure("No healthy replica is available", 503, {"Retry-After": "1"})
+                self._answer(request, "", answer, t0)
             else:
-                self._answer(
-                    request,
-                    "",
-                    failure(f"Could not connect to any replica (tried {', '.join(refused)})", 502),
-                    t0,
-                )
+                tried = ", ".join(refused)
+                answer = failure(f"Could not connect to any replica (tried {tried})", 502)
+                self._answer(request, "", answer, t0)
             return
         try:
-            sent = self._relay_now(request, resp)
-            if sent is not None:
-                self._done(request, name, sent[0], sent[1], t0)
+            if upgrade and resp.status == 101:
+                self._done(request, name, 101, 0, t0)  # the tunnel's bytes are not counted
+                await tunnel(request, resp, self._config().proxy.tunnel_idle_timeout)
+            elif (now := relay_now(request, resp)) is not None:
+                self._done(request, name, now[0], now[1], t0)
             else:
                 await self._stream(request, resp, replica, name, t0)
         finally:
             resp.release()
             replica.finish()
 
-    # -- failures ----------------------------------------------------------------------------
-
     def _failed(self, replica: Replica, name: str, error: UpstreamError) -> None:
-        """A replica failed a request (no connection, broken off, timed out): say so (once
-        per event), probe it now, and take it out of routing if it keeps failing."""
-        if isinstance(error, UpstreamConnectError):
-            if self._stats is not None:
-                self._stats.of(name).connect_errors += 1
-            self._notes.warning(
-                name, "cannot connect", "%s: %s; trying the next replica", name, error
-            )
-        elif isinstance(error, UpstreamTimeoutError):
-            self._notes.warning(name, "timed out", "replica %s: %s", name, error)
-        else:
-            self._notes.warning(name, "failed", "replica %s failed: %s", name, error)
-        replica.suspect.set()  # a heartbeat now, rather than at the next interval
-        replica.failures += 1
-        limit = self._config().proxy.outlier_failures
-        if limit and replica.failures >= limit and not replica.ejected:
-            self._eject(replica, name)
-
-    def _eject(self, replica: Replica, name: str) -> None:
-        if replica.state is not State.UP or replica.hostname != name:
-            return  # already out, or replaced meanwhile
-        up = [r for r in self._pool.replicas.values() if r.state is State.UP]
-        # At most half of the replicas out at once: failures everywhere are more likely the
-        # network's or the balancer's own, and ejecting every replica would serve nobody.
-        if 2 * (sum(r.ejected for r in up) + 1) > len(up):
-            return
-        cfg = self._config().proxy
-        replica.ejected = True
-        log.warning(
-            "replica %s failed %d requests in a row: out of routing for %gs",
-            name,
-            replica.failures,
-            cfg.outlier_ejection_time,
-        )
-        old = self._ejected.pop(replica, None)
-        if old is not None:
-            old.cancel()
-        self._ejected[replica] = asyncio.get_running_loop().call_later(
-            cfg.outlier_ejection_time, self._readmit, replica, name
-        )
-
-    def _readmit(self, replica: Replica, name: str) -> None:
-        self._ejected.pop(replica, None)
-        if replica.ejected:
-            replica.ejected = False
-            replica.failures = 0
-            if replica.hostname == name and replica.state is State.UP:
-                log.info("replica %s is back in routing", name)
-
-    def _taken_out(self, replica: Replica) -> None:
-        """The supervisor took ``replica`` out (it failed): what waits on it and can go
-        elsewhere goes now, rather than when the replica is killed or times out."""
-        address = replica.address
-        if address is not None:
-            n = self._transport.abandon(address, f"was taken out ({replica.hostname} is down)")
-            if n:
-                log.info("%d requests in flight on %s go to other replicas", n, replica.hostname)
+        if self._stats is not None and isinstance(error, UpstreamConnectError):
+            self._stats.of(name).connect_errors += 1
+        self._outliers.failed(replica, name, error)
 
     def _answer(self, request: Exchange, name: str, answer: Answer, t0: float) -> None:
         """Send one of the balancer's own answers (about replica ``name``, or "")."""
         request.answer(answer)
         self._done(request, name, answer.status, len(answer.body), t0)
 
-    def _failure(
-        self,
-        name: str,
-        error: BaseException,
-        earlier: tuple[Replica, str, UpstreamError] | None = None,
-    ) -> Answer:
-        """The answer for a replica that broke off; ``earlier``: the one tried before it."""
-        after = f" (after {earlier[1]} failed too)" if earlier is not None else ""
-        if isinstance(error, UpstreamTimeoutError):
-            return failure(
-                f"Replica {name} did not answer within "
-                f"{self._config().proxy.read_timeout:g}s{after}",
-                504,
-            )
-        return failure(f"Replica {name} failed to answer{after}", 502)
-
     # -- relaying ----------------------------------------------------------------------------
-
-    def _relay_now(self, request: Exchange, resp: UpstreamResponse) -> tuple[int, int] | None:
-        """Relay an answer that needs no waiting (no body, or all of it in): (status sent,
-        body bytes sent); None if it needs waiting."""
-        if resp.status == 404:
-            answer = missing_endpoint(request.path)
-            request.answer(answer)
-            return answer.status, len(answer.body)
-        if not resp.has_body:
-            request.send_whole(resp.status, resp.reason, self._headers(resp), b"", "none")
-            return resp.status, 0
-        if resp.complete:  # the usual small answer: all of it in one write
-            framing = "length" if resp.length is not None else "chunked"
-            body = resp.take()
-            request.send_whole(resp.status, resp.reason, self._headers(resp), body, framing)
-            return resp.status, len(body)
-        return None
-
-    @staticmethod
-    def _headers(resp: UpstreamResponse) -> bytes:
-        if resp.end_to_end:  # the usual case: the replica's headers go on as they came
-            return b"".join(resp.header_lines)
-        return encode_headers(downstream_headers(resp.headers))
 
     async def _stream(
         self, request: Exchange, resp: UpstreamResponse, replica: Replica, name: str, t0: float
     ) -> None:
         """Relay an answer whose body is still arriving, as it arrives."""
         framing = "length" if resp.length is not None else "chunked"
-        request.start(resp.status, resp.reason, self._headers(resp), framing)
+        request.start(resp.status, resp.reason, answer_headers(resp), framing)
         sent = 0
         try:
             while chunk := await resp.read():

@@ -18,7 +18,6 @@ from ._config import Config
 from ._control import Controller
 from ._errors import ConfigError, LbproxyError
 from ._events import Events
-from ._front import Front, Request
 from ._history import History
 from ._keys import KeyFunction, make_key_function
 from ._messages import Answer
@@ -33,8 +32,10 @@ from ._ring_picture import RingPicture
 from ._stats import Stats
 from ._supervisor import Supervisor
 from ._tasks import TaskSet
+from ._tls import Certificate, server_context
 from .backends import Backend, make_backend
 from .backends._orchestrator import Orchestrator
+from .front import Dispatch, Front, Request
 from .transport import HttptoolsTransport, Transport
 
 log = logging.getLogger("lbproxy")
@@ -105,6 +106,8 @@ class Server:
         self._key_function: KeyFunction = make_key_function(config.hashing.key)
         self.transport: Transport | None = None
         self._fronts: list[Front] = []
+        #: The main port's certificate (``listen.tls``), reloaded when its files change.
+        self.certificate: Certificate | None = None
         self._should_exit = asyncio.Event()
         self.started = asyncio.Event()
         #: The bound ports of the balancer and of its admin listener, once started.
@@ -142,6 +145,9 @@ class Server:
             sock.close()
             raise
         try:
+            if cfg.listen.tls is not None:
+                context = await asyncio.to_thread(server_context, cfg.listen.tls)
+                self.certificate = Certificate(cfg.listen.tls, context)
             if self.config_path is not None:
                 self._config_fingerprint = await asyncio.to_thread(fingerprint, self.config_path)
             self.transport = HttptoolsTransport(cfg.proxy)
@@ -180,20 +186,29 @@ class Server:
             lambda: self._key_function,
             Recorder(self.stats, self.access_log),
         )
+        main_api, admin_api = self._admin_api("main"), self._admin_api("admin")
+
+        def admin_routes(api: AdminApi) -> dict[str, Dispatch]:
+            # Carried out even if the client leaves (an /add is not undone by a hang-up).
+            def serve(request: Request) -> None:
+                request.spawn(api.serve(request), cancel_on_disconnect=False)
+
+            return dict.fromkeys(api.routes, serve)
+
         main = Front(
-            self._admin_api("main"),
-            proxy.handle,
-            proxy.serve_now,
+            proxy.dispatch,
+            admin_routes(main_api),
             cfg.proxy.client_keepalive_timeout,
             cfg.proxy.client_timeout,
             cfg.proxy.max_client_connections,
+            self.certificate.listening if self.certificate is not None else None,
         )
         if self.stats is not None:
             main.own_answer = self.stats.own
-        admin_api = self._admin_api("admin")
         pages = await self._pages(lambda: len(main.connections))
 
-        async def not_proxied(request: Request) -> None:
+        def not_proxied(request: Request) -> None:
+            """The admin listener proxies nothing: the dashboard's pages, or a 404."""
             page = pages.page(request.raw_path, request.method)
             if page is None:
                 request.answer(admin_api.unknown_path(request.path))
@@ -208,11 +223,11 @@ class Server:
                     b"" if request.method == "HEAD" else body,
                     "length",
                 )
+            request.done()
 
         admin = Front(
-            admin_api,
             not_proxied,
-            lambda request: False,
+            admin_routes(admin_api),
             cfg.proxy.client_keepalive_timeout,
             cfg.proxy.client_timeout,
         )
@@ -224,6 +239,10 @@ class Server:
         await admin.start(admin_sock, backlog=128)
         self.port = sock.getsockname()[1]
         self.admin_port = admin_sock.getsockname()[1]
+        if self.certificate is not None:
+            self.tasks.spawn(
+                self.certificate.watch(lambda: self.config.reload.interval), name="tls-watch"
+            )
         if self.config_path is not None and cfg.reload.enabled:
             self.tasks.spawn(
                 watch_config(
@@ -236,10 +255,11 @@ class Server:
                 name="config-watch",
             )
         log.info(
-            "lbproxy listening on %s:%d with %d replicas (%s backend, %s hashing); "
+            "lbproxy listening on %s:%d (%s) with %d replicas (%s backend, %s hashing); "
             "admin API on %s:%d",
             cfg.listen.host,
             self.port,
+            main.scheme,
             len(self.pool),
             cfg.replicas.backend,
             cfg.hashing.function,

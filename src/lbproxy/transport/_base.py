@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from .._tunnel import TunnelEnd
+
 #: Methods whose request may be sent again when a reused connection turns out to have been
 #: closed by the replica before it answered anything (RFC 9110 section 9.2.2: idempotent).
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
@@ -61,6 +63,11 @@ class UpstreamResponse(Protocol):
         """
         ...
 
+    def detach(self) -> TunnelEnd:
+        """A 101 answer to a request sent with ``upgrade``: the connection leaves HTTP and
+        becomes one end of a tunnel (``_tunnel.Tunnel``); ``release`` is then a no-op."""
+        ...
+
     def release(self) -> None:
         """Done with the answer: the connection is reused if the body was read to its end,
         closed otherwise. Safe to call more than once."""
@@ -85,7 +92,11 @@ class Transport(Protocol):
         target: str,
         headers: bytes,
         body: RequestBody | None,
-    ) -> UpstreamResponse: ...
+        upgrade: bool = False,
+    ) -> UpstreamResponse:
+        """``upgrade``: the request asks to switch protocols (its headers say to which), so
+        a 101 answer is taken rather than failed."""
+        ...
 
     def send_nowait(
         self,
