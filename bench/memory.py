@@ -66,7 +66,9 @@ async def measure(pid: int, scenario: str, work: Callable[[], Awaitable[str]]) -
         peak = max(peak, memory_kib(pid, "VmHWM"))
     else:
         detail += "; VmHWM could not be reset, peak from sampling only"
-    return MemoryResult(scenario, baseline, peak, detail)
+    # The baseline is itself an RSS sample of the window: the peak is never below it, though
+    # VmHWM (reset a moment later) is when memory was given back in between.
+    return MemoryResult(scenario, baseline, max(peak, baseline), detail)
 
 
 async def _body(size: int) -> AsyncIterator[bytes]:
