@@ -276,10 +276,6 @@ class Controller:
                 log.warning("killed %s (by /kill)", ", ".join(killed))
             return killed
 
-    async def wait_up(self, replicas: Sequence[Replica], timeout: float) -> bool:
-        """Until each of ``replicas`` is up or was removed (or shutdown, or ``timeout``)."""
-        return await self._supervisor.wait_up(replicas, timeout)
-
     async def scale_to(self, count: int) -> None:
         """Grow or shrink to ``count`` (config reload): new ones at random names, the newest
         slots removed first so the long-standing replicas keep their keys."""

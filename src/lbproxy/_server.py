@@ -322,6 +322,8 @@ class Server:
             "uptime_s": round(time.monotonic() - self._started_at, 3),
             "version": __version__,
             "backend": cfg.replicas.backend,
+            # /add, /rm and /kill can change the replicas (the static backend's cannot be).
+            "can_scale": self.backend.manages_lifecycle,
             "hashing": cfg.hashing.function,
             "config_reloads": self.reloads,
             "draining": len(self.supervisor.draining),

@@ -208,7 +208,6 @@ function drawTimeline(report) {
 // -- polling and actions ----------------------------------------------------------------
 
 function draw(report) {
-  report.can_scale = report.backend !== "static";
   const names = new Map(report.replicas.filter((r) => r.state !== "draining")
     .map((r) => [r.slot, r.hostname]));
   $("summary").textContent = `${report.N} replicas · ${report.backend} backend · ` +
