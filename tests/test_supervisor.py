@@ -345,6 +345,8 @@ async def test_replica_that_never_answers_fails_startup_and_is_retried(
     # Failed attempts are stopped: never more than one replica process at a time, and
     # every earlier one is gone.
     assert most_at_once <= 1
+    # The third attempt is counted before its process is spawned and its handle set.
+    await eventually(lambda: server.pool.replicas[1].handle is not None, timeout=5)
     current = server.pool.replicas[1].handle
     current_pid = server.backend.pid(current) if current is not None else None
     assert len(seen) >= 2
