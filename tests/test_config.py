@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -668,3 +669,18 @@ def test_docker_backend_defaults_and_fields() -> None:
 )
 def test_docker_backend_errors_name_the_field(docker: dict[str, Any], fragment: str) -> None:
     assert fragment in error_of({"replicas": {"backend": "docker", "docker": docker}})
+
+
+@pytest.mark.parametrize(
+    ("value", "count"), [(1, 1), (2, 2), (256, 256), ("auto", len(os.sched_getaffinity(0)))]
+)
+def test_workers_takes_a_count_or_auto(value: object, count: int) -> None:
+    config = parse_config({"workers": value})
+    assert config.workers == value
+    assert config.worker_count() == count
+
+
+@pytest.mark.parametrize("value", [0, -1, 257, True, 2.5, "two", "", None, [2]])
+def test_workers_refuses_anything_else_naming_the_field(value: object) -> None:
+    with pytest.raises(ConfigError, match=r"^config: workers: must be a whole number from 1 "):
+        parse_config({"workers": value})

@@ -164,3 +164,49 @@ async def test_configure_rebuilds_for_new_weights_and_factor() -> None:
     assert pool.ring.shares()[3] == pytest.approx(0.5, abs=2 / DEFAULT.slots)
     await pool.configure(make_scheme("ring", virtual_nodes=64), "linear", None, lambda h: 1.0)
     assert pool.ring.scheme.name == "ring" and pool.bound is None
+
+
+async def test_a_mirror_routes_every_key_as_the_pool_it_copies() -> None:
+    """What a worker process does with the supervisor's view: same replicas, same picks."""
+    from lbproxy._replica_handle import ReplicaHandle
+
+    source = await pool_of(4, factor=1.25)
+    for r in source.replicas.values():
+        r.handle = ReplicaHandle(r.hostname, r.slot, f"127.0.0.1:{9000 + r.slot}", "x")
+    copy = Pool(DEFAULT)
+    assert copy.mirror(source.members(), (source.ring, source.bound)) == []
+    assert copy.ring is source.ring and copy.bound is source.bound
+    assert [(r.slot, r.hostname, r.state, r.address) for r in copy.replicas.values()] == [
+        (r.slot, r.hostname, r.state, r.address) for r in source.replicas.values()
+    ]
+    for key in keys(500):
+        assert copy.pick(key).hostname == source.pick(key).hostname  # type: ignore[union-attr]
+    # Counters stay with a replica kept under its name; a replacement in its slot is new.
+    kept = copy.replicas[1]
+    load(kept, 2)
+    gone = copy.replicas[2]
+    load(gone, 1)
+    source.replicas[2].hostname = "server-9"
+    source.replicas[2].state = State.STARTING
+    source.remove(3)
+    left = copy.mirror(source.members())
+    assert copy.replicas[1] is kept and kept.in_flight == 2
+    assert copy.replicas[2] is not gone and copy.replicas[2].hostname == "server-9"
+    assert copy.replicas[2].state is State.STARTING
+    assert 3 not in copy.replicas
+    assert {r.hostname for r in left} == {"server-2", "server-3"}
+    assert all(r.state is State.DRAINING for r in left)
+    assert gone.in_flight == 1  # still finishing where it went
+
+
+async def test_a_mirror_gives_up_on_a_replica_that_failed() -> None:
+    source = await pool_of(3)
+    copy = Pool(DEFAULT)
+    copy.mirror(source.members(), (source.ring, source.bound))
+    failed: list[str] = []
+    copy.on_failed.append(lambda r: failed.append(r.hostname))
+    source.replicas[2].state = State.DOWN
+    await source.refresh_ring()
+    copy.mirror(source.members(), (source.ring, source.bound))
+    assert failed == ["server-2"]
+    assert copy.replicas[2].state is State.DOWN

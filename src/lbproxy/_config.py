@@ -51,6 +51,32 @@ def _not_bool(v: Any) -> Any:
 #: A replica's weight: its share of the keys and of the bounded-load cap relative to the
 #: others'. Kept to thousandths (``weight_units``).
 Weight = Annotated[float, BeforeValidator(_not_bool), Field(ge=0.001, le=1000)]
+#: Most worker processes: far beyond any machine this runs on, low enough that a typo
+#: (``workers: 2000``) is refused rather than forking thousands of processes.
+MAX_WORKERS = 256
+
+
+def _worker_count(value: object) -> object:
+    if value == "auto" or (
+        isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_WORKERS
+    ):
+        return value
+    raise ValueError(f"must be a whole number from 1 to {MAX_WORKERS}, or auto; not {value!r}")
+
+
+WorkerCount = Annotated[int | Literal["auto"], BeforeValidator(_worker_count)]
+
+
+def usable_cores() -> int:
+    """The CPUs this process may run on (its affinity, which a container's cpuset limits)."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
 _KEY_RE = re.compile(r"request_id|client_ip|path|(header|cookie|query):[!-~]+")
 
 
@@ -428,6 +454,13 @@ class Config(_Model):
     #: Longest wait for in-flight requests and replicas on shutdown.
     shutdown_timeout: Seconds = 10.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    #: Processes serving the balancer's port, each on its own SO_REUSEPORT socket and routing
+    #: from the supervisor's ring (docs/workers.md); 1: the one process does everything;
+    #: ``auto``: one per usable core.
+    workers: WorkerCount = 1
+
+    def worker_count(self) -> int:
+        return usable_cores() if self.workers == "auto" else self.workers
 
     @model_validator(mode="after")
     def _ring_fits(self) -> Config:

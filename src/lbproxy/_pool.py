@@ -18,6 +18,17 @@ from ._routing import LoadBound, Ring, build_ring
 WeightOf = Callable[[str], float]
 
 
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One replica as the supervisor tells its worker processes of it (``workers: N``)."""
+
+    slot: int
+    hostname: str
+    state: str
+    address: str | None
+    weight: float
+
+
 class Load:
     """Requests in flight over all of a pool's replicas: what bounded loads compare each
     replica's own count with (kept as one counter so that costs nothing per request)."""
@@ -176,6 +187,52 @@ class Pool:
         for replica in self.replicas.values():
             replica.state = State.DRAINING
             replica.up.clear()
+
+    # -- workers ---------------------------------------------------------------------------
+
+    def members(self) -> tuple[Member, ...]:
+        """What a worker process needs of each replica to route as this pool does."""
+        return tuple(
+            Member(r.slot, r.hostname, r.state.value, r.address, r.weight)
+            for r in self.replicas.values()
+        )
+
+    def mirror(
+        self,
+        members: tuple[Member, ...],
+        routing: tuple[Ring, LoadBound | None] | None = None,
+    ) -> list[Replica]:
+        """Make this pool (a worker's) what the supervisor's is: ``members`` and, when it
+        changed, its ``routing`` (ring and caps, the supervisor's own objects). Replicas kept
+        under the same slot and name keep their counters; the ones that left (out of the pool,
+        or replaced under a new name) are returned, draining, for what they still have in
+        flight."""
+        old = self.replicas
+        new: dict[int, Replica] = {}
+        left: list[Replica] = []
+        for m in members:
+            r = old.get(m.slot)
+            if r is None or r.hostname != m.hostname:
+                if r is not None:
+                    left.append(r)
+                r = Replica(slot=m.slot, hostname=m.hostname, load=self.load)
+            r.state = State(m.state)
+            r.weight = m.weight
+            if m.address is None:
+                r.handle = None
+            elif r.handle is None or r.handle.address != m.address:
+                r.handle = ReplicaHandle(m.hostname, m.slot, m.address, "")
+            new[m.slot] = r
+        left.extend(r for slot, r in old.items() if slot not in new)
+        for r in left:
+            if r.state is not State.DOWN:
+                r.state = State.DRAINING
+        self.replicas = new
+        if routing is not None:
+            ring, bound = routing
+            self._members_changed(frozenset(self.ring.weights), frozenset(ring.weights))
+            self.ring, self.bound = ring, bound
+        return left
 
     # -- routing ---------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ import gc
 import logging
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,6 +33,8 @@ from ._stats import Stats
 from ._supervisor import Supervisor
 from ._tasks import TaskSet
 from ._tls import Certificate, server_context
+from ._worker import bind_shared
+from ._workers import Workers
 from .backends import Backend, make_backend
 from .backends._orchestrator import Orchestrator
 from .front import Dispatch, Front, Request
@@ -106,6 +108,10 @@ class Server:
         self._key_function: KeyFunction = make_key_function(config.hashing.key)
         self.transport: Transport | None = None
         self._fronts: list[Front] = []
+        #: The worker processes serving the port (``workers`` > 1), else None.
+        self.workers: Workers | None = None
+        #: With workers: the socket holding the port they listen on.
+        self._reserved: socket.socket | None = None
         #: The main port's certificate (``listen.tls``), reloaded when its files change.
         self.certificate: Certificate | None = None
         self._should_exit = asyncio.Event()
@@ -137,8 +143,18 @@ class Server:
         self._started_at = time.monotonic()
         logging.getLogger("lbproxy").setLevel(cfg.log_level.upper())
         # Bound before any replica starts, so a port in use fails at once; not listening
-        # yet, so nobody is accepted before the replicas can serve.
-        sock = _bind(cfg.listen.host, cfg.listen.port)
+        # yet, so nobody is accepted before the replicas can serve. With worker processes
+        # this socket only holds the port (and picks it when port is 0): each worker listens
+        # on its own, bound alongside it.
+        worker_count = cfg.worker_count()
+        if worker_count > 1:
+            try:
+                sock = bind_shared(cfg.listen.host, cfg.listen.port)
+            except OSError as e:
+                where = f"{cfg.listen.host}:{cfg.listen.port}"
+                raise LbproxyError(f"cannot listen on {where}: {e.strerror or e}") from None
+        else:
+            sock = _bind(cfg.listen.host, cfg.listen.port)
         try:
             admin_sock = _bind(cfg.admin.host, cfg.admin.port)
         except BaseException:
@@ -168,7 +184,7 @@ class Server:
         # Open the port once the replicas answer, so the first client is served, not refused.
         first, wait = initial, cfg.health.startup_timeout
         taken_over = {h.slot for h in adopted}
-        if taken_over:
+        if taken_over and worker_count == 1:
             # A restarted balancer: the replicas it took over run already and answer their
             # first heartbeat at once. Clients are queued meanwhile instead of refused, and
             # the port opens as soon as those answer (any new ones join as they come up), or
@@ -191,7 +207,7 @@ class Server:
         def admin_routes(api: AdminApi) -> dict[str, Dispatch]:
             # Carried out even if the client leaves (an /add is not undone by a hang-up).
             def serve(request: Request) -> None:
-                request.spawn(api.serve(request), cancel_on_disconnect=False)
+                request.spawn(self._fresh(api.serve(request)), cancel_on_disconnect=False)
 
             return dict.fromkeys(api.routes, serve)
 
@@ -201,29 +217,23 @@ class Server:
             cfg.proxy.client_keepalive_timeout,
             cfg.proxy.client_timeout,
             cfg.proxy.max_client_connections,
-            self.certificate.listening if self.certificate is not None else None,
+            # With workers, this one serves only what they forward, on loopback: no TLS.
+            self.certificate.listening
+            if self.certificate is not None and worker_count == 1
+            else None,
         )
         if self.stats is not None:
             main.own_answer = self.stats.own
-        pages = await self._pages(lambda: len(main.connections))
+        pages = await self._pages(
+            lambda: self.workers.connections if self.workers else len(main.connections)
+        )
 
         def not_proxied(request: Request) -> None:
             """The admin listener proxies nothing: the dashboard's pages, or a 404."""
-            page = pages.page(request.raw_path, request.method)
-            if page is None:
-                request.answer(admin_api.unknown_path(request.path))
-            elif isinstance(page, Answer):
-                request.answer(page)
+            if self.workers is not None and request.raw_path == "/metrics":
+                request.spawn(self._fresh_page(pages, admin_api, request))
             else:
-                status, body, kind = page
-                request.send_whole(
-                    status,
-                    "OK",
-                    head_lines(len(body), kind),
-                    b"" if request.method == "HEAD" else body,
-                    "length",
-                )
-            request.done()
+                self._answer_page(pages, admin_api, request)
 
         admin = Front(
             not_proxied,
@@ -235,10 +245,74 @@ class Server:
         if self.access_log is not None:
             self.tasks.spawn(self.access_log.run(), name="access-log")
         self.tasks.spawn(self._sample(), name="sampler")
-        await main.start(sock, backlog=BACKLOG)
+        if worker_count > 1:
+            # The replica-changing endpoints of the port come here from the workers.
+            inner = _bind("127.0.0.1", 0)
+            await main.start(inner, backlog=BACKLOG)
+            host, inner_port = inner.getsockname()[:2]
+            self.workers = Workers(
+                worker_count,
+                cfg.listen.host,
+                sock.getsockname()[1],
+                f"{host}:{inner_port}",
+                tuple(main_api.routes),
+                self.pool,
+                lambda: self.config,
+                self.tasks,
+                BACKLOG,
+            )
+            self.supervisor.elsewhere = self.workers.drained
+            self._reserved = sock
+            await self.workers.start()
+        else:
+            await main.start(sock, backlog=BACKLOG)
         await admin.start(admin_sock, backlog=128)
         self.port = sock.getsockname()[1]
         self.admin_port = admin_sock.getsockname()[1]
+        self._after_start(cfg, main.scheme)
+
+    async def _fresh(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` (an admin answer) with the workers' counters added up first."""
+        if self.workers is not None:
+            try:
+                await self._refresh()
+            except BaseException:
+                coro.close()
+                raise
+        await coro
+
+    async def _fresh_page(self, pages: AdminPages, admin_api: AdminApi, request: Request) -> None:
+        await self._refresh()
+        self._answer_page(pages, admin_api, request)
+
+    async def _refresh(self) -> None:
+        """Bring the workers' counters here: /metrics, /status and the dashboard show them."""
+        workers = self.workers
+        if workers is None:
+            return
+        await workers.refresh()
+        workers.show(self._all_replicas())
+        if self.stats is not None:
+            self.stats.replicas = workers.stats
+
+    def _answer_page(self, pages: AdminPages, admin_api: AdminApi, request: Request) -> None:
+        page = pages.page(request.raw_path, request.method)
+        if page is None:
+            request.answer(admin_api.unknown_path(request.path))
+        elif isinstance(page, Answer):
+            request.answer(page)
+        else:
+            status, body, kind = page
+            request.send_whole(
+                status,
+                "OK",
+                head_lines(len(body), kind),
+                b"" if request.method == "HEAD" else body,
+                "length",
+            )
+        request.done()
+
+    def _after_start(self, cfg: Config, scheme: str) -> None:
         if self.certificate is not None:
             self.tasks.spawn(
                 self.certificate.watch(lambda: self.config.reload.interval), name="tls-watch"
@@ -255,11 +329,12 @@ class Server:
                 name="config-watch",
             )
         log.info(
-            "lbproxy listening on %s:%d (%s) with %d replicas (%s backend, %s hashing); "
+            "lbproxy listening on %s:%d (%s%s) with %d replicas (%s backend, %s hashing); "
             "admin API on %s:%d",
             cfg.listen.host,
             self.port,
-            main.scheme,
+            scheme,
+            f", {len(self.workers.procs)} worker processes" if self.workers else "",
             len(self.pool),
             cfg.replicas.backend,
             cfg.hashing.function,
@@ -299,6 +374,7 @@ class Server:
         """Once a second: the dashboard's history, and old counters forgotten."""
         loop = asyncio.get_running_loop()
         while True:
+            await self._refresh()
             self.history.sample(self.pool.replicas.values(), self.stats, loop.time())
             if self.stats is not None:
                 self.stats.forget(r.hostname for r in self._all_replicas())
@@ -329,6 +405,7 @@ class Server:
             "draining": len(self.supervisor.draining),
             "metrics": self.stats is not None,
             "token_required": cfg.admin.token is not None,
+            "workers": self.workers.describe() if self.workers is not None else [],
             "ring": {
                 "slots": self.pool.ring.scheme.slots,
                 "arcs": [
@@ -349,6 +426,11 @@ class Server:
         # From now on no keeper is restarted and /add, /rm are refused (503); an /add waiting
         # for its replicas answers at once.
         self.supervisor.begin_shutdown()
+        if self.workers is not None:
+            # The data path first (each worker lets the answers under way finish), while
+            # every replica still serves.
+            self.pool.drain_all()
+            await self.workers.close(self.config.shutdown_timeout)
         # Keepers first, so nothing replaces the replicas this shutdown stops. Drain tasks go
         # too: what they waited for is waited for below, within shutdown_timeout.
         await self.tasks.close()
@@ -360,6 +442,8 @@ class Server:
         if self.access_log is not None:
             await self.access_log.flush()  # the lines of the last answers
             self.access_log.close()
+        if self._reserved is not None:
+            self._reserved.close()
         await self.backend.close()
         await self.supervisor.close()
         if self.transport is not None:

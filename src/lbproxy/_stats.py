@@ -43,6 +43,11 @@ class Histogram:
         self.counts[bisect_left(DURATION_BUCKETS, seconds)] += 1
         self.sum += seconds
 
+    def add(self, other: Histogram) -> None:
+        for i, n in enumerate(other.counts):
+            self.counts[i] += n
+        self.sum += other.sum
+
     def cumulative(self) -> list[tuple[str, int]]:
         """(le, count of values at most le), as the text format lists buckets."""
         out = []
@@ -83,6 +88,15 @@ class ReplicaStats:
         #: Requests sent on to another replica after this one failed them.
         self.retries = 0
         self.connect_errors = 0
+
+    def add(self, other: ReplicaStats) -> None:
+        """Count ``other``'s too (another worker process's counters of the same replica)."""
+        codes = self.codes
+        for code, n in other.codes.items():
+            codes[code] = codes.get(code, 0) + n
+        self.durations.add(other.durations)
+        self.retries += other.retries
+        self.connect_errors += other.connect_errors
 
     @property
     def answers(self) -> int:
@@ -136,3 +150,15 @@ class Stats:
         keep = {*keep, self.OWN}
         for name in [n for n in self.replicas if n not in keep][:extra]:
             del self.replicas[name]
+
+
+def summed(*parts: dict[str, ReplicaStats]) -> dict[str, ReplicaStats]:
+    """The per-replica counters of several processes added up, in new objects."""
+    out: dict[str, ReplicaStats] = {}
+    for part in parts:
+        for name, stats in part.items():
+            mine = out.get(name)
+            if mine is None:
+                mine = out[name] = ReplicaStats()
+            mine.add(stats)
+    return out

@@ -21,7 +21,7 @@ import functools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 import aiohttp
 
@@ -70,6 +70,9 @@ class Supervisor:
         #: Replicas out of the pool that finish their requests before they are stopped (a
         #: dict for its order: /status lists them as they left).
         self.draining: dict[Replica, None] = {}
+        #: With worker processes (``workers: N``): waits until none of them has requests in
+        #: flight to a replica, or the timeout (seconds) runs out (False).
+        self.elsewhere: Callable[[Replica, float], Awaitable[bool]] | None = None
         #: True once shutdown began: no keeper is restarted, nobody waits for a replica.
         self.closing = False
         self._closed = asyncio.Event()
@@ -352,7 +355,17 @@ class Supervisor:
                 # A task can swallow a cancellation (see TaskSet.close): ask again.
                 keeper.cancel()
                 await asyncio.wait({keeper}, timeout=0.1)
-            if replica.in_flight:
+            if self.elsewhere is not None:
+                # The worker processes serve the port: they hold the requests in flight.
+                timeout = self._config().replicas.drain_timeout
+                if not await self.elsewhere(replica, timeout):
+                    log.warning(
+                        "%s still has request(s) in flight after replicas.drain_timeout "
+                        "(%gs); stopping it anyway",
+                        replica.hostname,
+                        timeout,
+                    )
+            elif replica.in_flight:
                 timeout = self._config().replicas.drain_timeout
                 log.info(
                     "%s left the ring; waiting for its %d request(s) in flight (at most %gs)",
