@@ -16,10 +16,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from conftest import PY, admin_url, eventually, pid_alive, url
 from lbproxy._config import with_overrides
 from lbproxy._workers import PUBLISH_INTERVAL
-
-from conftest import PY, admin_url, eventually, pid_alive, url
 
 SLOW_REPLICA = [PY, str(Path(__file__).with_name("slow_replica.py"))]
 
