@@ -24,7 +24,6 @@ from .install import ensure, which
 from .procs import CLK_TCK, BenchError, Processes, busiest, cpu_snapshot, tree_cpu_ticks
 
 REPLICAS = 3
-PROGRAMS = ("haproxy", "nginx")  # targets that are programs to install
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -116,11 +115,7 @@ def _beside(when: str, context: dict[str, Any]) -> None:
 
 
 def load_bench(args: argparse.Namespace, tools: dict[str, str], workdir: Path) -> list[report.Run]:
-    wanted = [
-        t
-        for t in args.targets
-        if t == "direct" or t == "lbproxy" or t in targets.VARIANTS or t in tools
-    ]
+    wanted = [t for t in args.targets if t not in targets.PROGRAM or targets.PROGRAM[t] in tools]
     for t in args.targets:
         if t not in wanted:
             print(f"bench: skipping {t}: not installed")
@@ -259,7 +254,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.skip_memory and nofile < args.idle + 500:
         args.idle = max(100, nofile - 500)
         print(f"bench: open-files limit is {nofile}; holding {args.idle} idle connections")
-    wanted_tools = [] if args.skip_load else ["wrk", *(t for t in args.targets if t in PROGRAMS)]
+    programs = dict.fromkeys(targets.PROGRAM[t] for t in args.targets if t in targets.PROGRAM)
+    wanted_tools = [] if args.skip_load else ["wrk", *programs]
     tools = (
         {t: p for t in wanted_tools if (p := which(t))} if args.no_install else ensure(wanted_tools)
     )
@@ -289,14 +285,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if not keep_logs:
             shutil.rmtree(workdir, ignore_errors=True)
-    rows = report.summarize(runs, args.targets)
+    rows = report.summarize(runs, args.targets, targets.REFERENCE)
     items = report.verdicts(rows, mem)
     context["loadavg_after"] = os.getloadavg()
     _beside("after", context)
     context["wall_s"] = round(time.monotonic() - started, 1)
     print()
-    if rows:
-        print(report.load_table(rows) + "\n")
+    single = [r for r in rows if r.target not in targets.TWO_CORES]
+    both = [r for r in rows if r.target in targets.TWO_CORES]
+    if single:
+        print("Single-threaded: one lbproxy process, HAProxy nbthread 1")
+        print(report.load_table(single) + "\n")
+    if both:
+        print("Every core: lbproxy workers: 2 against HAProxy nbthread 2 (ratios to haproxy-2t)")
+        print(report.load_table(both) + "\n")
     if mem:
         print(report.memory_table(mem) + "\n")
     print(report.verdict_table(items))

@@ -17,7 +17,14 @@ BALANCERS = ("haproxy", "nginx", "lbproxy")
 #: metrics on with the access log on (``log.access: true``, text, to a file in the workdir).
 #: ``lbproxy`` itself runs with the defaults: metrics on, access log off.
 VARIANTS = ("lbproxy-nometrics", "lbproxy-access")
-ALL = ("direct", *BALANCERS, *VARIANTS)
+#: Every core of a 2-core machine: HAProxy with ``nbthread 2`` against lbproxy with
+#: ``workers: 2`` (compared with each other, not with the single-threaded ones).
+TWO_CORES = ("haproxy-2t", "lbproxy-2w")
+ALL = ("direct", *BALANCERS, *VARIANTS, *TWO_CORES)
+#: The program each target runs, where it is one to install.
+PROGRAM = {"haproxy": "haproxy", "nginx": "nginx", "haproxy-2t": "haproxy"}
+#: What each target's requests/s and CPU are compared with.
+REFERENCE = {t: "haproxy-2t" for t in TWO_CORES}
 #: ``--observability``: the three, driven in turn each round.
 OBSERVABILITY = ("lbproxy-nometrics", "lbproxy", "lbproxy-access")
 STARTUP_TIMEOUT = 30.0
@@ -34,9 +41,13 @@ def render(template: str, **values: str | int) -> str:
     return Template((TEMPLATES / template).read_text()).substitute(values)
 
 
-def haproxy_config(port: int, replicas: Sequence[tuple[str, str]]) -> str:
+def reference(target: str) -> str:
+    return REFERENCE.get(target, "haproxy")
+
+
+def haproxy_config(port: int, replicas: Sequence[tuple[str, str]], threads: int = 1) -> str:
     servers = "\n".join(f"    server {name} {address} check inter 2s" for name, address in replicas)
-    return render("haproxy.cfg", port=port, servers=servers)
+    return render("haproxy.cfg", port=port, servers=servers, threads=threads)
 
 
 def nginx_config(port: int, replicas: Sequence[tuple[str, str]], prefix: Path) -> str:
@@ -55,6 +66,8 @@ def lbproxy_config(
         text += "metrics:\n  enabled: false\n"
     elif variant == "lbproxy-access":
         text += f'log:\n  access: true\n  file: "{workdir / (variant + ".log")}"\n'
+    elif variant == "lbproxy-2w":
+        text += "workers: 2\n"
     return text
 
 
@@ -100,9 +113,9 @@ def start_balancer(
     """One balancer in front of ``replicas``, listening on an ephemeral loopback port."""
     label = label or name
     port = free_port()
-    if name == "haproxy":
+    if name in ("haproxy", "haproxy-2t"):
         path = workdir / f"{label}.cfg"
-        path.write_text(haproxy_config(port, replicas))
+        path.write_text(haproxy_config(port, replicas, 2 if name == "haproxy-2t" else 1))
         argv = [tools["haproxy"], "-f", str(path), "-db"]
     elif name == "nginx":
         prefix = workdir / label
@@ -110,7 +123,7 @@ def start_balancer(
         path = prefix / "nginx.conf"
         path.write_text(nginx_config(port, replicas, prefix))
         argv = [tools["nginx"], "-p", str(prefix), "-c", str(path)]
-    elif name == "lbproxy" or name in VARIANTS:
+    elif name in ("lbproxy", "lbproxy-2w") or name in VARIANTS:
         path = workdir / f"{label}.yaml"
         path.write_text(lbproxy_config(port, replicas, name, workdir))
         argv = [sys.executable, "-m", "lbproxy", "run", "-c", str(path)]

@@ -42,3 +42,11 @@ def test_nginx_config(tmp_path: Path) -> None:
     assert 'proxy_set_header Connection "";' in text
     assert "server 127.0.0.1:4001;" in text
     assert f"pid {tmp_path}/nginx.pid;" in text
+
+
+def test_two_core_targets_use_every_core() -> None:
+    assert "nbthread 1\n" in haproxy_config(5555, REPLICAS)
+    assert "nbthread 2\n" in haproxy_config(5555, REPLICAS, threads=2)
+    config = parse_config(yaml.safe_load(lbproxy_config(5555, REPLICAS, "lbproxy-2w")))
+    assert config.workers == 2
+    assert parse_config(yaml.safe_load(lbproxy_config(5555, REPLICAS))).workers == 1
