@@ -76,13 +76,18 @@ async def tls_balancer(
     return server, seen
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 async def test_https_and_wss_through_the_balancer(
-    certificate: tuple[Path, Path], upstream: UpstreamFactory, balancer: Any
+    certificate: tuple[Path, Path], upstream: UpstreamFactory, balancer: Any, workers: int
 ) -> None:
+    """Also with worker processes: each terminates TLS on its own socket, and the port's
+    admin endpoints reach the supervisor through them."""
     cert, key = certificate
-    server, seen = await tls_balancer(upstream, balancer, cert, key)
+    server, seen = await tls_balancer(upstream, balancer, cert, key, {"workers": workers})
     tls = client_context(cert)
     async with aiohttp.ClientSession() as http:
+        async with http.get(f"https://127.0.0.1:{server.port}/rep", ssl=tls) as resp:
+            assert (await resp.json())["message"] == {"N": 1, "replicas": ["a1"]}
         for i in range(3):  # kept alive over TLS
             async with http.get(
                 f"https://127.0.0.1:{server.port}/x?i={i}",

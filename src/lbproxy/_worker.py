@@ -248,6 +248,9 @@ class Worker:
             counts.setdefault(name, (r.requests, r.in_flight))
             if not r.in_flight:
                 del self._leaving[name]
+        if self.stats is not None:
+            # Asked once a second at least (the supervisor's sampler): bounded, as its own is.
+            self.stats.forget([*counts, *(r.hostname for r in self.pool.replicas.values())])
         front = self.front
         return Report(
             ident,
