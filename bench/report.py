@@ -133,8 +133,8 @@ def _f(value: float | None, fmt: str) -> str:
 
 def load_table(rows: Sequence[Row]) -> str:
     lines = [
-        "| target | requests/s | p50 ms | p99 ms | balancer CPU µs/req | vs direct "
-        "| CPU vs HAProxy | vs HAProxy | added p99 ms | errors | other load % |",
+        "| target | requests/s | p50 ms | p99 ms | balancer CPU µs/req | CPU vs HAProxy "
+        "| vs direct | vs HAProxy | added p99 ms | errors | other load % |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:

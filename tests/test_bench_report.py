@@ -69,6 +69,9 @@ def test_table_has_a_row_per_target() -> None:
     table = load_table(summarize(RUNS, ["direct", "haproxy", "lbproxy"]))
     lines = table.splitlines()
     assert len(lines) == 5
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert header[4:8] == ["balancer CPU µs/req", "CPU vs HAProxy", "vs direct", "vs HAProxy"]
+    assert len(header) == len(lines[4].strip("|").split("|"))
     assert lines[2].startswith("| direct | 9,000 |")
     # CPU vs HAProxy per round: 40/14, 30/16, 20/15 -> 1.875.
     assert lines[4].endswith("| 30.0 | 1.88 | 0.67 | 0.80 | +2.00 | 0 | 20 |")

@@ -62,7 +62,7 @@ def test_load_part_against_lbproxy_and_direct(tmp_path: Path) -> None:
         tmp_path,
         "--skip-memory",
         "--targets",
-        "direct,lbproxy",
+        "direct,lbproxy,lbproxy-2w",
         "--duration",
         "1",
         "--rounds",
@@ -71,7 +71,9 @@ def test_load_part_against_lbproxy_and_direct(tmp_path: Path) -> None:
         "0",
     )
     rows = {r["target"]: r for r in result["summary"]}
-    assert set(rows) == {"direct", "lbproxy"}
+    assert set(rows) == {"direct", "lbproxy", "lbproxy-2w"}
+    # The workers' CPU is counted with their supervisor's (they are its children).
+    assert rows["lbproxy-2w"]["errors"] == 0 and rows["lbproxy-2w"]["cpu_us_per_request"] > 0
     lb = rows["lbproxy"]
     assert lb["rps"] > 0
     assert lb["errors"] == 0
