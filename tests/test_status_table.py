@@ -96,3 +96,21 @@ def test_render_shows_figures_and_dashes():
     assert lines[3].split() == [
         "server-x", "2", "starting", "-", "-", "0", "0", "-", "-", "-", "3", "-",
     ]  # fmt: skip
+
+
+def test_render_counts_the_workers_when_there_are_any():
+    report = {
+        "N": 0,
+        "uptime_s": 5,
+        "replicas": [],
+        "workers": [
+            {"worker": 1, "pid": 10, "serving": True, "restarts": 2, "view": 7},
+            {"worker": 2, "pid": 11, "serving": False, "restarts": 1, "view": 6},
+        ],
+    }
+    assert (
+        render(report)
+        .splitlines()[0]
+        .endswith("0 draining; 1/2 workers serving, 3 worker restarts")
+    )
+    assert "workers" not in render({**report, "workers": []}).splitlines()[0]

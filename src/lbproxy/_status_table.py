@@ -93,4 +93,9 @@ def render(report: Mapping[str, Any]) -> str:
         f"up {_uptime(report.get('uptime_s', 0))}, {reloads} config reload"
         f"{'' if reloads == 1 else 's'}, {report.get('draining', 0)} draining"
     )
+    workers = report.get("workers") or []
+    if workers:
+        serving = sum(1 for w in workers if w.get("serving"))
+        restarts = sum(w.get("restarts", 0) for w in workers)
+        head += f"; {serving}/{len(workers)} workers serving, {restarts} worker restarts"
     return "\n".join([head, *table(rows(report))]) + "\n"
