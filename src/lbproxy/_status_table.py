@@ -70,7 +70,7 @@ def rows(report: Mapping[str, Any]) -> list[tuple[str, ...]]:
 
 
 def table(lines: Sequence[tuple[str, ...]]) -> list[str]:
-    widths = [max(len(c), *(len(row[i]) for row in lines)) for i, c in enumerate(COLUMNS)]
+    widths = [max([len(c), *(len(row[i]) for row in lines)]) for i, c in enumerate(COLUMNS)]
     # Text columns to the left, figures to the right.
     left = {0, 2, 3}
 
