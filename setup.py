@@ -65,9 +65,7 @@ def ext_modules() -> list:
         return []
     from mypyc.build import mypycify
 
-    sources = [
-        str(Path("src", *name.split(".")).with_suffix(".py")) for name in HOT_MODULES
-    ]
+    sources = [str(Path("src", *name.split(".")).with_suffix(".py")) for name in HOT_MODULES]
     # The paths are relative (setuptools wants them so); mypyc's C goes to build/.
     os.chdir(ROOT)
     return mypycify(
