@@ -62,6 +62,13 @@ def ext_modules() -> list:
     reason = why_not_compiled()
     if reason is not None:
         print(f"lbproxy: pure Python, the hot path is not compiled: {reason}", file=sys.stderr)
+        # An editable install compiled in place before: its modules would still be imported.
+        for name in HOT_MODULES:
+            path = ROOT.joinpath("src", *name.split("."))
+            for built in path.parent.glob(path.name + ".*.so"):
+                built.unlink()
+        for built in ROOT.joinpath("src").glob("lbproxy__mypyc.*.so"):
+            built.unlink()
         return []
     from mypyc.build import mypycify
 
