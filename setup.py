@@ -18,8 +18,8 @@ from setuptools import setup
 
 ROOT = Path(__file__).resolve().parent
 
-#: Per request, the data path runs through these (python -m bench.hotpath; docs/performance.md).
-#: Kept to the same list as ``lbproxy._compiled.HOT_MODULES`` (a test checks it).
+#: Per request, the data path runs through these (python -m bench.hotpath). The tests and the
+#: Makefile read this list from here.
 HOT_MODULES = (
     "lbproxy._flow",
     "lbproxy._framing",
