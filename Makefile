@@ -10,7 +10,17 @@ STAMP  := $(VENV)/.installed
 CONFIG ?= config.yaml
 # `make run BACKEND=docker` runs the balancer on the host with container replicas.
 BACKEND ?=
-CODE   := src tests tools experiments bench
+CODE   := src tests tools experiments bench setup.py
+# The modules setup.py compiles (mypyc): an editable install compiles them in place, so an
+# edit of one of them reinstalls.
+HOT_SOURCES := $(shell grep -o '"lbproxy\.[a-z_.]*"' setup.py | tr -d '"' | tr . / | sed 's|^|src/|; s|$$|.py|')
+# The data-path tests, run once more against the Python sources (LBPROXY_PURE_PYTHON=1): they
+# are the reference and the fallback of the compiled modules.
+PURE_TESTS := tests/test_front.py tests/test_front_protocol.py tests/test_front_framing.py \
+	tests/test_transport.py tests/test_transport_protocol.py tests/test_proxy.py \
+	tests/test_exchange.py tests/test_tunnel.py tests/test_headers.py tests/test_pool.py \
+	tests/test_keys.py tests/test_maglev.py tests/test_ring.py tests/test_bench_hotpath.py \
+	tests/test_compiled.py
 
 # The compose stack; the tests run their own next to it by setting these.
 export COMPOSE_PROJECT_NAME ?= lbproxy
@@ -27,7 +37,7 @@ COMPOSE ?= $(shell if docker compose version >/dev/null 2>&1; then echo "docker 
 	elif command -v docker-compose >/dev/null 2>&1; then echo docker-compose; fi)
 
 .PHONY: help venv run test lint format clean images up down logs compose-check experiments bench \
-	fuzz swarm-up swarm-down browser
+	fuzz swarm-up swarm-down browser compiler
 
 help:
 	@echo "make up      build the images (offline if need be) and start the stack on port 5000"
@@ -51,8 +61,9 @@ help:
 	@echo "             FUZZ_SECONDS (300); what it finds goes to .fuzz/corpus"
 	@echo "make clean   remove the virtual environment, wheels and caches"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py $(HOT_SOURCES)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(MAKE) --no-print-directory compiler
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
 	@touch $(STAMP)
@@ -69,7 +80,33 @@ test: $(STAMP) browser
 	@if command -v docker >/dev/null && docker info >/dev/null 2>&1; then $(PY) tools/images.py; \
 	else echo "make test: no Docker engine reachable; the Docker tests will be skipped"; fi
 	$(PY) -m pytest
+	LBPROXY_PURE_PYTHON=1 $(PY) -m pytest -q $(PURE_TESTS)
 
+# setup.py compiles the hot path with gcc against the headers of the Python that builds it
+# (for a pyenv or python.org build they come with it; Debian's python3 needs python3-dev).
+# Installed here when missing and this runs as root; otherwise the build is pure Python and
+# says why (so does tests/test_compiled.py, which skips).
+compiler:
+	@if [ "$${LBPROXY_NO_COMPILE:-0}" != 0 ]; then exit 0; fi; \
+	root=$$([ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && echo yes); \
+	if ! command -v gcc >/dev/null; then \
+		if [ -n "$$root" ]; then echo "make: installing gcc to compile the hot path"; \
+			apt-get install -y -q --no-install-recommends gcc libc6-dev >/dev/null 2>&1 \
+			|| { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q \
+				--no-install-recommends gcc libc6-dev >/dev/null 2>&1; } \
+			|| echo "make: cannot install gcc; lbproxy will be pure Python"; \
+		else echo "make: no gcc (apt-get install gcc as root); lbproxy will be pure Python"; fi; \
+	fi; \
+	include=$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["include"])'); \
+	if [ ! -f "$$include/Python.h" ]; then \
+		case "$$include" in /usr/include/*) pkg=python3-dev;; *) pkg=;; esac; \
+		if [ -n "$$root" ] && [ -n "$$pkg" ]; then echo "make: installing $$pkg (Python.h)"; \
+			apt-get install -y -q --no-install-recommends $$pkg >/dev/null 2>&1 \
+			|| { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q \
+				--no-install-recommends $$pkg >/dev/null 2>&1; } \
+			|| echo "make: cannot install $$pkg; lbproxy will be pure Python"; \
+		else echo "make: no $$include/Python.h; lbproxy will be pure Python"; fi; \
+	fi
 # The dashboard's browser tests drive Debian's chromium through chromium-driver: installed
 # here when missing and this runs as root; otherwise those tests skip and say why.
 BROWSER_PKGS := chromium chromium-driver
@@ -161,3 +198,4 @@ fuzz: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .fuzz build src/*.egg-info
+	find src -name '*.so' -delete

@@ -7,6 +7,7 @@ as a child process for what only a separate process can show (signals, memory, l
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import contextlib
 import importlib.util
@@ -365,6 +366,14 @@ async def raw_upstream() -> AsyncIterator[Callable[[RawHandler], Awaitable[RawUp
 # --- the repository's tools -----------------------------------------------------------------------
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def hot_modules() -> tuple[str, ...]:
+    """setup.py's HOT_MODULES, the modules it compiles (read, not run: running it builds)."""
+    for node in ast.parse((REPO / "setup.py").read_text()).body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "HOT_MODULES":
+            return tuple(ast.literal_eval(node.value))
+    raise AssertionError("setup.py has no HOT_MODULES")
 
 
 def load_tool(name: str) -> ModuleType:

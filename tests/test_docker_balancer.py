@@ -6,6 +6,8 @@ Skipped (with the reason printed) where no Docker engine is reachable.
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -22,6 +24,8 @@ from conftest import (
     docker_names,
     docker_ps,
     eventually,
+    hot_modules,
+    load_tool,
     url,
 )
 from lbproxy import BackendError, Server, parse_config
@@ -256,3 +260,30 @@ async def test_names_of_other_containers_are_never_taken(
         assert await docker_cli("inspect", "-f", "{{.State.Status}}", foreign) == "created"
     finally:
         await docker_cli("rm", "-f", foreign)
+
+
+def test_the_balancer_image_runs_the_compiled_hot_path() -> None:
+    images = load_tool("images")
+    names = hot_modules()
+    script = (
+        "import importlib, json, platform, sys\n"
+        "print(json.dumps([f'{sys.version_info[0]}.{sys.version_info[1]}', platform.machine(),"
+        " platform.libc_ver()[1],"
+        f" [importlib.import_module(n).__file__ for n in {list(names)!r}]]))"
+    )
+    run = ["docker", "run", "--rm", "--network", "none", "--entrypoint", "python"]
+    out = subprocess.run(
+        [*run, images.LB_IMAGE, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    version, machine, libc, files = json.loads(out.splitlines()[-1])
+    glibc = tuple(int(x) for x in libc.split(".")[:2])
+    reason = images.why_not_compiled(images.Target(version, "", machine, glibc))
+    if reason is not None:
+        pytest.skip(f"the image's lbproxy is pure Python: {reason}")
+    assert len(files) == len(names)
+    for name, path in zip(names, files, strict=True):
+        assert path.endswith(".so") and "/site-packages/lbproxy/" in path, (name, path)

@@ -8,7 +8,9 @@ its result is already there:
    Debian (or Ubuntu) with Python from the mirror in the host's own apt sources into a folder
    and ``docker import`` it.
 2. Wheels for the base image's Python and CPU, built and downloaded on the host: lbproxy's own
-   and every dependency (binary wheels from the host's pip configuration).
+   and every dependency (binary wheels from the host's pip configuration). lbproxy's has its
+   hot path compiled (setup.py) when the host's Python is the image's version and its C
+   library no newer than the image's; else it is pure Python, and the log says why.
 3. ``docker build`` of Dockerfile.lb and Dockerfile.server with BASE_IMAGE set, by the classic
    builder of the engine itself: no buildx container, no ``# syntax=`` line, nothing pulled.
 
@@ -21,6 +23,7 @@ import argparse
 import hashlib
 import json
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -330,17 +333,39 @@ def probe_target(base: str) -> Target:
 
 
 def sources_digest() -> str:
-    files = [ROOT / "pyproject.toml", *sorted((ROOT / "src").rglob("*.py"))]
+    files = [ROOT / "pyproject.toml", ROOT / "setup.py", *sorted((ROOT / "src").rglob("*.py"))]
     h = hashlib.sha256()
     for f in files:
         h.update(str(f.relative_to(ROOT)).encode() + b"\0" + f.read_bytes())
     return h.hexdigest()[:16]
 
 
+def why_not_compiled(target: Target) -> str | None:
+    """Why lbproxy's wheel for ``target`` cannot have its modules compiled here, or None:
+    they are compiled for (and against the C library of) the Python that builds the wheel."""
+    if os.environ.get("LBPROXY_NO_COMPILE", "") not in ("", "0"):
+        return "LBPROXY_NO_COMPILE is set"
+    host = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    if host != target.python:
+        return f"the host's Python is {host}, the image's {target.python}"
+    libc, version = platform.libc_ver()
+    if libc != "glibc" or tuple(int(x) for x in version.split(".")[:2]) > target.glibc:
+        wanted = ".".join(map(str, target.glibc))
+        return f"the host's C library ({libc} {version}) is newer than the image's (glibc {wanted})"
+    if platform.machine() != target.machine:
+        return f"the host is {platform.machine()}, the image {target.machine}"
+    return None
+
+
 def build_wheels(target: Target) -> None:
     """lbproxy's wheel in build/wheels/app, its dependencies' in build/wheels/deps."""
     stamp = WHEELS / "stamp.json"
-    want = {"target": target.__dict__ | {"glibc": list(target.glibc)}, "src": sources_digest()}
+    why_not = why_not_compiled(target)
+    want = {
+        "target": target.__dict__ | {"glibc": list(target.glibc)},
+        "src": sources_digest(),
+        "pure": why_not,
+    }
     if stamp.exists() and json.loads(stamp.read_text()) == want:
         return
     log(f"building wheels for Python {target.python} on {target.machine}")
@@ -348,7 +373,11 @@ def build_wheels(target: Target) -> None:
     shutil.rmtree(WHEELS, ignore_errors=True)
     app.mkdir(parents=True)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    run([*pip, "wheel", "--no-deps", "-w", str(app), str(ROOT)], quiet=True)
+    env = dict(os.environ)
+    if why_not is not None:
+        log(f"lbproxy's wheel is pure Python: {why_not}")
+        env["LBPROXY_NO_COMPILE"] = "1"
+    run([*pip, "wheel", "--no-deps", "-w", str(app), str(ROOT)], quiet=True, env=env)
     (wheel,) = app.glob("lbproxy-*.whl")
     platforms = [
         f for p in wheel_platforms(target.machine, target.glibc) for f in ("--platform", p)

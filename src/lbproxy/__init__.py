@@ -8,6 +8,8 @@ only what that module needs, not the balancer, its configuration schema and its 
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -94,3 +96,29 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return __all__
+
+
+class _PythonSources:
+    """Imports the package's modules from their Python sources even where a compiled one
+    (setup.py, mypyc) sits beside: ``LBPROXY_PURE_PYTHON=1``, to run the reference code (the
+    data-path tests run both ways) or to rule the compiled modules out of a problem."""
+
+    @staticmethod
+    def find_spec(name: str, path: Any = None, target: Any = None) -> Any:
+        if not name.startswith(__name__ + "."):
+            return None
+        from importlib.machinery import PathFinder
+        from importlib.util import spec_from_file_location
+
+        spec = PathFinder.find_spec(name, path)
+        origin = spec.origin if spec is not None else None
+        if origin is None or origin.endswith(".py"):
+            return spec
+        source = os.path.join(os.path.dirname(origin), name.rpartition(".")[2] + ".py")
+        if not os.path.exists(source):
+            return spec
+        return spec_from_file_location(name, source)
+
+
+if os.environ.get("LBPROXY_PURE_PYTHON", "") not in ("", "0"):
+    sys.meta_path.insert(0, _PythonSources())

@@ -210,7 +210,6 @@ class Proxy:
                 )
                 if replica.failures:
                     replica.failures = 0
-                break
             except UpstreamConnectError as e:
                 refused.append(name)
                 self._failed(replica, name, e)
@@ -229,6 +228,8 @@ class Proxy:
             finally:
                 if resp is None:  # no answer to relay: this replica's part is over
                     replica.finish()
+            if resp is not None:  # not a `break` in the try: mypyc cannot compile that
+                break
         if resp is None or replica is None:
             if failed is not None:
                 timeout = self._config().proxy.read_timeout

@@ -6,6 +6,8 @@ from __future__ import annotations
 import http
 from email.utils import formatdate
 
+from mypy_extensions import trait
+
 from .._framing import CHUNKED_LINE, LAST_CHUNK, chunked_whole
 from .._headers import encode_headers
 from .._messages import JSON, Answer
@@ -13,12 +15,16 @@ from .._tunnel import TunnelEnd
 from ._sink import ClientSink
 
 REASONS = {s.value: s.phrase for s in http.HTTPStatus}
+#: No slots of its own (the class using the mixin has them), named rather than spelled ``()``
+#: so that mypy (and so mypyc) does not take the mixin's attributes for undeclared ones.
+_MIXIN_SLOTS: tuple[str, ...] = ()
 
 
+@trait  # compiled (mypyc), ``Request`` may have only one base that is not a trait
 class Answering:
     """The answer side of ``Request``: one answer per request, its head framed here."""
 
-    __slots__ = ()
+    __slots__ = _MIXIN_SLOTS
 
     _sink: ClientSink
     method: str

@@ -8,6 +8,8 @@ from http.cookies import CookieError, SimpleCookie
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
+from mypy_extensions import trait
+
 from .._headers import decode_wire
 
 
@@ -36,6 +38,7 @@ class Headers(Mapping[str, str]):
         return len(self._first)
 
 
+@trait  # compiled (mypyc), ``Request`` may have only one base that is not a trait
 class HeadView:
     """The parsed head, decoded on demand (the hot path reads none of it)."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from .._errors import UpstreamError
 from .._tunnel import TunnelEnd
 
 #: Methods whose request may be sent again when a reused connection turns out to have been
@@ -47,7 +48,7 @@ class UpstreamResponse(Protocol):
     #: True once the whole body has arrived (it may still be waiting in the buffer).
     complete: bool
     #: Why the exchange failed (an ``UpstreamError``), or None; see ``Transport.send_nowait``.
-    error: BaseException | None
+    error: UpstreamError | None
     #: The failure is a reused connection the replica had closed: nothing was answered.
     stale: bool
 

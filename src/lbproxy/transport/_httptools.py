@@ -19,7 +19,7 @@ from collections.abc import Callable
 import httptools
 
 from .._config import ProxyConfig
-from .._errors import UpstreamConnectError, UpstreamProtocolError
+from .._errors import UpstreamConnectError, UpstreamError, UpstreamProtocolError
 from .._flow import ByteQueue, FlowControl
 from .._framing import CHUNKED_LINE, BodyFraming, write_chunk
 from .._headers import decode_wire
@@ -86,7 +86,7 @@ class _Response(ByteQueue):
         self.close_delimited = False
         self.received = False  # any byte of the answer has come in
         self.body_started = False  # any byte of the request body was taken from the client
-        self._error: BaseException | None = None
+        self._error: UpstreamError | _StaleConnection | None = None
         self._released = False
 
     # -- for the proxy -----------------------------------------------------------------------
@@ -124,7 +124,7 @@ class _Response(ByteQueue):
             self._conn.finish(self)
 
     @property
-    def error(self) -> BaseException | None:
+    def error(self) -> UpstreamError | None:
         """Why the exchange failed (``UpstreamError``), or None."""
         error = self._error
         if isinstance(error, _StaleConnection):
@@ -141,7 +141,7 @@ class _Response(ByteQueue):
 
     # -- for the connection ------------------------------------------------------------------
 
-    def fail(self, error: BaseException) -> None:
+    def fail(self, error: UpstreamError | _StaleConnection) -> None:
         if self._error is None and not self.complete:
             self._error = error
             self.wake()

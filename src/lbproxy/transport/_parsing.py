@@ -21,12 +21,15 @@ HIGH_WATER = 256 * 1024
 _HOP_BY_HOP = frozenset(h.encode() for h in HOP_BY_HOP)
 #: Answer headers the connection looks at; the others are passed on untouched.
 _NOTED = _HOP_BY_HOP | {b"content-length"}
+#: No slots of its own (``_Connection`` has them), named rather than spelled ``()`` so that
+#: mypy (and so mypyc) does not take the mixin's attributes for undeclared ones.
+_MIXIN_SLOTS: tuple[str, ...] = ()
 
 
 class AnswerParsing:
     """The parser callbacks of ``_Connection`` (a mixin: the hot path costs no extra hop)."""
 
-    __slots__ = ()
+    __slots__ = _MIXIN_SLOTS
 
     _exchange: _Response | None
     _status: bytes
