@@ -233,3 +233,18 @@ def test_empty_table() -> None:
 def test_replica_slot_out_of_range(slot: int) -> None:
     with pytest.raises(ValueError, match=r"outside 0\.\.65535"):
         MaglevTable(DEFAULT, [1, slot])
+
+
+def test_a_pickled_table_is_the_same_table_without_being_filled_again() -> None:
+    """What a worker process gets (``workers: N``), compiled or not."""
+    import pickle
+
+    table = MaglevTable(make_scheme("default"), {1: 1.0, 2: 2.5, 7: 1.0})
+    copy = pickle.loads(pickle.dumps(table, pickle.HIGHEST_PROTOCOL))
+    assert type(copy) is MaglevTable
+    assert copy.weights == table.weights and copy.replicas == table.replicas
+    assert copy.scheme == table.scheme and copy.probing == table.probing
+    assert copy.shares() == table.shares()
+    for key in (str(k) for k in range(100000, 102000)):
+        assert copy.lookup(key) == table.lookup(key)
+        assert list(copy.walk(key)) == list(table.walk(key))

@@ -388,3 +388,18 @@ def test_bucketed_search_matches_bisecting_the_whole_ring(
         assert ring._index_of(position) == bisect_left(positions, position), position
     for key in (str(rng.randint(100_000, 999_999)) for _ in range(500)):
         assert ring.lookup(key) == ring.owner_at(scheme.key_position(key))
+
+
+@pytest.mark.parametrize("function", ["ring", "assignment"])
+def test_a_pickled_ring_is_the_same_ring_without_being_placed_again(function: str) -> None:
+    """What a worker process gets (``workers: N``), compiled or not."""
+    import pickle
+
+    ring = HashRing(make_scheme(function), {1: 1.0, 2: 0.5, 3: 2.0})
+    copy = pickle.loads(pickle.dumps(ring, pickle.HIGHEST_PROTOCOL))
+    assert type(copy) is HashRing
+    assert copy.weights == ring.weights and copy.scheme == ring.scheme
+    assert len(copy) == len(ring)
+    for key in (str(k) for k in range(100000, 101000)):
+        assert copy.lookup(key) == ring.lookup(key)
+        assert list(copy.walk(key)) == list(ring.walk(key))

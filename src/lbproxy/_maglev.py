@@ -102,16 +102,28 @@ class MaglevTable(Membership):
         scheme: HashScheme,
         replicas: Iterable[int] | Mapping[int, float],
         probing: Probing = "linear",
+        built: array[int] | None = None,
     ) -> None:
+        """``built``: this very table's entries, filled before (by another process:
+        ``__reduce__``), taken as they are instead of being filled again."""
         super().__init__(scheme, replicas, probing)
         members = self.weights
         self._size = scheme.slots
-        owners = populate(self._size, members)
-        self._owners = array("H", owners)
+        if built is not None:
+            self._owners = built
+            owners: Iterable[int] = built
+        else:
+            owners = populate(self._size, members)
+            self._owners = array("H", owners)
         counts = dict.fromkeys(members, 0)
         for slot in owners:
             counts[slot] += 1
         self._counts = counts
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Explicit, so that a compiled (mypyc) table pickles as its source does: the worker
+        # processes route from the supervisor's own table, not one they fill again.
+        return (MaglevTable, (self.scheme, self.weight_map(), self.probing, self._owners))
 
     def owner_at(self, position: int) -> int | None:
         """The slot owning table entry ``position``."""

@@ -9,6 +9,7 @@ import asyncio
 import enum
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ._hashing import HashScheme
 from ._replica_handle import ReplicaHandle
@@ -18,9 +19,9 @@ from ._routing import LoadBound, Ring, build_ring
 WeightOf = Callable[[str], float]
 
 
-@dataclass(frozen=True, slots=True)
-class Member:
-    """One replica as the supervisor tells its worker processes of it (``workers: N``)."""
+class Member(NamedTuple):
+    """One replica as the supervisor tells its worker processes of it (``workers: N``); a
+    tuple, so that it pickles the same from a compiled module as from its source."""
 
     slot: int
     hostname: str

@@ -81,6 +81,11 @@ class Membership:
     def __len__(self) -> int:
         return len(self._owners)
 
+    def weight_map(self) -> dict[int, float]:
+        """Slot -> weight, as the structure was built from (what ``members_of`` reads back
+        into the same thousandths)."""
+        return {s: u / WEIGHT_UNIT for s, u in self.weights.items()}
+
     def __bool__(self) -> bool:
         return bool(self._owners)
 
@@ -109,7 +114,10 @@ class HashRing(Membership):
         scheme: HashScheme,
         replicas: Iterable[int] | Mapping[int, float],
         probing: Probing = "linear",
+        built: tuple[array[int], array[int]] | None = None,
     ) -> None:
+        """``built``: the positions and owners of this very ring, placed before (by another
+        process: ``__reduce__``), taken as they are instead of being placed again."""
         super().__init__(scheme, replicas, probing)
         members = self.weights
         #: Virtual nodes per slot, in slot order.
@@ -122,10 +130,19 @@ class HashRing(Membership):
                 f"{len(self.replicas)} replicas x {k} virtual nodes{weighted} "
                 f"do not fit in {scheme.slots} slots"
             )
-        packed = self._place()
-        self._positions = array("Q", [p >> _OWNER_BITS for p in packed])
-        self._owners = array("H", [p & MAX_REPLICA_SLOT for p in packed])
+        if built is not None:
+            self._positions, self._owners = built
+        else:
+            packed = self._place()
+            self._positions = array("Q", [p >> _OWNER_BITS for p in packed])
+            self._owners = array("H", [p & MAX_REPLICA_SLOT for p in packed])
         self._index()
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Explicit, so that a compiled (mypyc) ring pickles as its source does: the worker
+        # processes route from the supervisor's own ring, not one they build again.
+        built = (self._positions, self._owners)
+        return (HashRing, (self.scheme, self.weight_map(), self.probing, built))
 
     def _index(self) -> None:
         # Bisecting the whole ring costs every request some 16 probes, each boxing a 64-bit
