@@ -35,11 +35,13 @@ HOT_MODULES = (
     "lbproxy._upstream_heads",
     "lbproxy.front._answer",
     "lbproxy.front._connection",
+    "lbproxy.front._refusals",
     "lbproxy.front._parser",
     "lbproxy.front._request",
     "lbproxy.front._view",
     "lbproxy.transport._httptools",
     "lbproxy.transport._parsing",
+    "lbproxy.transport._read_timeout",
 )
 
 

@@ -34,8 +34,12 @@ LINGER = 2.0
 _ALLOW = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 
 
-class ClientConnection(Refusals, asyncio.Protocol):
-    """The ``ClientSink`` of its requests; ``Front.dispatch`` serves each."""
+class ClientConnection(Refusals):
+    """The ``ClientSink`` of its requests; ``Front.dispatch`` serves each.
+
+    An asyncio protocol by its methods, not by deriving from ``asyncio.Protocol``: compiled
+    (mypyc), a class with a Python base keeps its attributes in a dict, and every one of the
+    dozens of attribute reads per request would be a dictionary lookup."""
 
     __slots__ = (
         "_closed",
@@ -81,7 +85,7 @@ class ClientConnection(Refusals, asyncio.Protocol):
         self._early: bytes | None = None
         self._watch: Timeouts | None = None
 
-    # -- asyncio.Protocol --------------------------------------------------------------------
+    # -- the asyncio protocol ----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]

@@ -9,6 +9,7 @@ import logging
 from typing import TYPE_CHECKING
 
 import httptools
+from mypy_extensions import trait
 
 from .._errors import MalformedRequestError
 from .._flow import FlowControl
@@ -23,10 +24,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("lbproxy.front")
 
 
+#: No slots of its own (``ClientConnection`` has them), named rather than spelled ``()`` so
+#: that mypy (and so mypyc) does not take the mixin's attributes for undeclared ones.
+_MIXIN_SLOTS: tuple[str, ...] = ()
+
+
+@trait  # compiled (mypyc): ``ClientConnection`` stays a native class with it as a base
 class Refusals:
     """The parse-failure side of ``ClientConnection`` (a mixin)."""
 
-    __slots__ = ()
+    __slots__ = _MIXIN_SLOTS
 
     front: Front
     parser: RequestParser

@@ -8,7 +8,7 @@ import logging
 import ssl
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from .._throttled_log import ThrottledLog
 from ._connection import ClientConnection
@@ -103,7 +103,10 @@ class Front:
     async def start(self, sock: Any, backlog: int = 1024) -> None:
         sock.listen(backlog)
         self._server = await self.loop.create_server(
-            lambda: ClientConnection(self), sock=sock, backlog=backlog, ssl=self.tls
+            lambda: cast(asyncio.Protocol, ClientConnection(self)),
+            sock=sock,
+            backlog=backlog,
+            ssl=self.tls,
         )
 
     async def close(self, timeout: float) -> None:

@@ -15,6 +15,7 @@ import collections
 import contextlib
 import logging
 from collections.abc import Callable
+from typing import cast
 
 import httptools
 
@@ -158,8 +159,12 @@ def after_switch(received: bytes | bytearray) -> bytes:
     return b""
 
 
-class _Connection(AnswerParsing, ReadTimeout, asyncio.Protocol):
-    """One keep-alive connection to a replica, serving one exchange at a time."""
+class _Connection(AnswerParsing, ReadTimeout):
+    """One keep-alive connection to a replica, serving one exchange at a time.
+
+    An asyncio protocol by its methods, not by deriving from ``asyncio.Protocol``: compiled
+    (mypyc), a class with a Python base keeps its attributes in a dict, and every attribute
+    read on the hot path would be a dictionary lookup."""
 
     __slots__ = (
         "_exchange",
@@ -257,6 +262,9 @@ class _Connection(AnswerParsing, ReadTimeout, asyncio.Protocol):
             self.flow.wake_writer()  # the body being sent stops: the exchange failed
         if ex is not None and self._on_answer is not None:
             self._notify(ex)
+
+    def eof_received(self) -> bool | None:
+        return None  # the replica is done sending: close, connection_lost says the rest
 
     def pause_writing(self) -> None:
         self.flow.pause_writing()  # type: ignore[union-attr]
@@ -423,8 +431,8 @@ class _HostPool:
     async def connect(self) -> _Connection:
         try:
             async with asyncio.timeout(self._connect_timeout):
-                _, conn = await self.loop.create_connection(
-                    lambda: _Connection(self), self._host, self._port
+                _, protocol = await self.loop.create_connection(
+                    lambda: cast(asyncio.Protocol, _Connection(self)), self._host, self._port
                 )
         except TimeoutError:
             raise UpstreamConnectError(f"timed out connecting to {self.address}") from None
@@ -432,7 +440,7 @@ class _HostPool:
             raise UpstreamConnectError(
                 f"cannot connect to {self.address}: {e.strerror or e}"
             ) from None
-        return conn
+        return cast(_Connection, protocol)
 
     def release(self, conn: _Connection) -> None:
         idle = self._idle

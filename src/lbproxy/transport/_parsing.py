@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import httptools
+from mypy_extensions import trait
 
 from .._errors import UpstreamProtocolError
 from .._flow import FlowControl
@@ -26,6 +27,7 @@ _NOTED = _HOP_BY_HOP | {b"content-length"}
 _MIXIN_SLOTS: tuple[str, ...] = ()
 
 
+@trait  # compiled (mypyc): ``_Connection`` stays a native class with it as a base
 class AnswerParsing:
     """The parser callbacks of ``_Connection`` (a mixin: the hot path costs no extra hop)."""
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from mypy_extensions import trait
+
 from .._errors import UpstreamTimeoutError
 from .._flow import FlowControl
 
@@ -13,10 +15,16 @@ if TYPE_CHECKING:
     from ._httptools import _HostPool, _Response
 
 
+#: No slots of its own (``_Connection`` has them), named rather than spelled ``()`` so that
+#: mypy (and so mypyc) does not take the mixin's attributes for undeclared ones.
+_MIXIN_SLOTS: tuple[str, ...] = ()
+
+
+@trait  # compiled (mypyc): ``_Connection`` stays a native class with it as a base
 class ReadTimeout:
     """The read-timeout side of ``_Connection`` (a mixin)."""
 
-    __slots__ = ()
+    __slots__ = _MIXIN_SLOTS
 
     _timer: asyncio.TimerHandle | None
     _exchange: _Response | None
