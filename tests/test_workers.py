@@ -6,6 +6,7 @@ workers' sockets)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -157,6 +158,26 @@ async def test_a_killed_worker_is_replaced_and_its_counts_are_kept(
     assert sum(n for n, _ in server.workers.counts.values()) >= total + answered - 1
     for key in range(300100, 300120):
         assert (await _get(server, key))[0] == 200
+
+
+async def test_a_hung_worker_is_killed_and_started_again(balancer: Any) -> None:
+    """A stopped (SIGSTOP) worker keeps its socket in the port's group, taking connections it
+    never serves: it answers no report request, and after MISSED_REPORTS it is replaced."""
+    server = await _workers_balancer(balancer)
+    victim = server.workers.procs[1]
+    hung = victim.pid
+    os.kill(hung, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        await eventually(lambda: victim.pid != hung and victim.ready, timeout=15)
+        print(f"\nhung worker replaced after {time.monotonic() - started:.1f}s")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(hung, signal.SIGCONT)
+    assert not pid_alive(hung)
+    assert victim.restarts == 1
+    for key in range(500000, 500030):
+        assert (await asyncio.wait_for(_get(server, key), 5))[0] == 200
 
 
 async def test_replica_removed_under_workers_drains_their_requests_in_flight(

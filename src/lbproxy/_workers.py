@@ -46,6 +46,10 @@ PUBLISH_INTERVAL = 0.02
 #: Longest wait for a worker to start listening, and for its counters.
 READY_TIMEOUT = 30.0
 REPORT_TIMEOUT = 1.0
+#: A worker that leaves this many report requests in a row unanswered is hung (stopped, stuck
+#: in a loop): its socket would keep taking connections it never serves, so it is killed
+#: and started again. The dashboard's sampler asks once a second.
+MISSED_REPORTS = 3
 #: Restarts of a worker that keeps dying back off up to this.
 BACKOFF_MAX = 5.0
 _STARTER = "import sys; from lbproxy._worker import main; main()"
@@ -63,6 +67,8 @@ class WorkerProcess:
     #: The last view version it confirmed routing by.
     applied: int = -1
     restarts: int = 0
+    #: Report requests in a row it left unanswered.
+    missed: int = 0
     last_report: Report | None = None
     _waiting: dict[int, asyncio.Future[Report]] = field(default_factory=dict)
     _applied_changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -230,6 +236,7 @@ class Workers:
                 before = self._carried_counts.get(name, (0, 0))[0]
                 self._carried_counts[name] = (before + requests, 0)
         proc.ready = False
+        proc.missed = 0
         proc.channel = None
         proc.last_report = None
         for waiter in proc._waiting.values():
@@ -307,7 +314,7 @@ class Workers:
     async def refresh(self) -> None:
         """Ask every worker for its counters and add them up (``stats``, ``counts``,
         ``connections``). A worker that does not answer in time counts with its last report."""
-        asked: list[asyncio.Future[Report]] = []
+        asked: list[tuple[WorkerProcess, int, asyncio.Future[Report]]] = []
         for p in self.procs:
             if p.channel is None or not p.ready:
                 continue
@@ -319,9 +326,17 @@ class Workers:
             except ChannelClosedError:
                 p._waiting.pop(ident, None)
                 continue
-            asked.append(waiter)
+            asked.append((p, ident, waiter))
         if asked:
-            await asyncio.wait(asked, timeout=REPORT_TIMEOUT)
+            await asyncio.wait([w for _, _, w in asked], timeout=REPORT_TIMEOUT)
+        for p, ident, waiter in asked:
+            if waiter.done():
+                p.missed = 0
+            else:
+                p._waiting.pop(ident, None)
+                waiter.cancel()
+                p.missed += 1
+                self._hung(p)
         reports = [p.last_report for p in self.procs if p.last_report is not None]
         self.stats = summed(self._carried, *(r.stats for r in reports if r.stats is not None))
         counts = dict(self._carried_counts)
@@ -331,6 +346,20 @@ class Workers:
                 counts[name] = (before[0] + requests, before[1] + in_flight)
         self.counts = counts
         self.connections = sum(r.connections for r in reports)
+
+    def _hung(self, p: WorkerProcess) -> None:
+        if p.missed < MISSED_REPORTS or p.process is None or p.process.returncode is not None:
+            return
+        log.error(
+            "worker %d (pid %s) left %d report requests in a row unanswered: hung; killing it "
+            "(it is started again)",
+            p.index,
+            p.pid,
+            p.missed,
+        )
+        p.missed = 0
+        with contextlib.suppress(ProcessLookupError):
+            p.process.kill()
 
     def show(self, replicas: list[Replica]) -> None:
         """Put the sums on the supervisor's replicas, for /status and the dashboard."""
