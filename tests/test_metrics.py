@@ -109,6 +109,10 @@ async def test_balancers_own_answers_are_counted_with_an_empty_replica(balancer,
     assert head.startswith(b"HTTP/1.1 400")
     samples = await scrape(http, server)
     assert value(samples, "lbproxy_requests_total", replica="", code="400") == 1
+    # Counted, with no duration and none of a replica's series (retries, connect errors).
+    for family in ("lbproxy_retries_total", "lbproxy_upstream_connect_errors_total"):
+        assert value(samples, family, replica="") is None
+    assert value(samples, "lbproxy_request_duration_seconds_count", replica="") is None
 
 
 async def test_client_connections_and_config_reloads(balancer, http):

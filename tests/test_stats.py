@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lbproxy._stats import Stats, summed
+from lbproxy._stats import OWN, Stats, summed
 
 
 def test_summed_adds_every_counter_and_leaves_the_parts_alone() -> None:
@@ -22,7 +22,7 @@ def test_summed_adds_every_counter_and_leaves_the_parts_alone() -> None:
     assert one.durations.cumulative()[-1] == ("+Inf", 3)
     assert abs(one.durations.sum - 0.2034) < 1e-9
     assert total["server-2"].connect_errors == 1
-    assert total[Stats.OWN].codes == {400: 1}
+    assert total[OWN].codes == {400: 1}
     # The parts are unchanged: the sums are new objects.
     assert a.replicas["server-1"].codes == {200: 1, 503: 1}
     assert summed(total, {})["server-1"] is not one

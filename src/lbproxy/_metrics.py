@@ -22,7 +22,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from ._pool import Replica, State
-from ._stats import Stats
+from ._stats import OWN, Stats
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -70,9 +70,9 @@ class BalancerCollector(Collector):
         for name, s in list(stats.replicas.items()):
             for code, n in sorted(s.codes.items()):
                 requests.add_metric([name, str(code)], n)
-            if name != Stats.OWN or s.durations.sum:
+            if name != OWN or s.durations.sum:
                 durations.add_metric([name], s.durations.cumulative(), s.durations.sum)
-            if name != Stats.OWN:
+            if name != OWN:
                 retries.add_metric([name], s.retries)
                 connect_errors.add_metric([name], s.connect_errors)
         yield from (requests, durations, retries, connect_errors)

@@ -108,11 +108,13 @@ class ReplicaStats:
         return sum(n for code, n in self.codes.items() if code >= 500)
 
 
+#: The name the balancer's own answers that concern no one replica are counted under
+#: (``replica=""``). A module constant: compiled (mypyc), a plain class attribute is not one.
+OWN = ""
+
+
 class Stats:
     """Every counter of the balancer's data path and supervisor."""
-
-    #: Answers of the balancer's own that concern no one replica (``replica=""``).
-    OWN = ""
 
     def __init__(self) -> None:
         self.replicas: dict[str, ReplicaStats] = {}
@@ -137,7 +139,7 @@ class Stats:
     def own(self, status: int) -> None:
         """An answer of the balancer's own that no replica had part in (a malformed
         request's 400, ...): counted, with no duration."""
-        codes = self.of(self.OWN).codes
+        codes = self.of(OWN).codes
         codes[status] = codes.get(status, 0) + 1
 
     def forget(self, keep: Iterable[str], most: int = 1024) -> None:
@@ -147,7 +149,7 @@ class Stats:
         extra = len(self.replicas) - most
         if extra <= 0:
             return
-        keep = {*keep, self.OWN}
+        keep = {*keep, OWN}
         for name in [n for n in self.replicas if n not in keep][:extra]:
             del self.replicas[name]
 
