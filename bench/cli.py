@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lbproxy._runtime import raise_open_files_limit
+from lbproxy.front._server import default_max_connections
 
 from . import memory, report, targets, wrk
 from .install import ensure, which
@@ -251,8 +252,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)
     nofile = raise_open_files_limit()
-    if not args.skip_memory and nofile < args.idle + 500:
-        args.idle = max(100, nofile - 500)
+    # The balancer takes at most half its open-files limit in client connections (the other
+    # half is for their replica connections): hold fewer idle ones where that is below --idle.
+    most = default_max_connections() - 100
+    if not args.skip_memory and args.idle > most:
+        args.idle = max(100, most)
         print(f"bench: open-files limit is {nofile}; holding {args.idle} idle connections")
     programs = dict.fromkeys(targets.PROGRAM[t] for t in args.targets if t in targets.PROGRAM)
     wanted_tools = [] if args.skip_load else ["wrk", *programs]
