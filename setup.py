@@ -60,18 +60,26 @@ def why_not_compiled() -> str | None:
     return None
 
 
+def remove_compiled(keep: tuple[str, ...] = ()) -> None:
+    """Delete what an earlier editable install compiled in place, but for the modules in
+    ``keep``: a module compiled once and no longer meant to be would still be imported."""
+    package = ROOT / "src" / "lbproxy"
+    for built in package.rglob("*.so"):
+        module = ".".join(built.relative_to(ROOT / "src").with_suffix("").with_suffix("").parts)
+        if module not in keep:
+            built.unlink()
+    for built in ROOT.joinpath("src").glob("lbproxy__mypyc.*.so"):
+        if not keep:
+            built.unlink()
+
+
 def ext_modules() -> list:
     reason = why_not_compiled()
     if reason is not None:
         print(f"lbproxy: pure Python, the hot path is not compiled: {reason}", file=sys.stderr)
-        # An editable install compiled in place before: its modules would still be imported.
-        for name in HOT_MODULES:
-            path = ROOT.joinpath("src", *name.split("."))
-            for built in path.parent.glob(path.name + ".*.so"):
-                built.unlink()
-        for built in ROOT.joinpath("src").glob("lbproxy__mypyc.*.so"):
-            built.unlink()
+        remove_compiled()
         return []
+    remove_compiled(HOT_MODULES)
     from mypyc.build import mypycify
 
     sources = [str(Path("src", *name.split(".")).with_suffix(".py")) for name in HOT_MODULES]
