@@ -52,12 +52,26 @@ def _quoted(value: str) -> str:
     return json.dumps(value)
 
 
+#: Quoted values of the fields that repeat from line to line (client, target, replica).
+_seen: dict[str, str] = {}
+
+
+def _quoted_again(value: str) -> str:
+    """``_quoted``, remembered: most lines repeat a handful of clients, paths and replicas."""
+    quoted = _seen.get(value)
+    if quoted is None:
+        if len(_seen) >= 4096:
+            _seen.clear()
+        quoted = _seen[value] = _quoted(value)
+    return quoted
+
+
 def text_line(e: Entry) -> str:
     t, client, method, target, status, sent, replica, seconds, key = e
     return (
-        f"{local_time(t)} INFO    {ACCESS_LOGGER}: client={_quoted(client)} method={method} "
-        f"target={_quoted(target)} status={status} bytes={sent} replica={_quoted(replica)} "
-        f"duration={seconds:.6f} key={_quoted(key)}\n"
+        f"{local_time(t)} INFO    {ACCESS_LOGGER}: client={_quoted_again(client)} "
+        f"method={method} target={_quoted_again(target)} status={status} bytes={sent} "
+        f"replica={_quoted_again(replica)} duration={seconds:.6f} key={_quoted(key)}\n"
     )
 
 
