@@ -33,7 +33,7 @@ from ._stats import Stats
 from ._supervisor import Supervisor
 from ._tasks import TaskSet
 from ._tls import Certificate, server_context
-from ._worker import bind_shared
+from ._worker import bind_socket
 from ._workers import Workers
 from .backends import Backend, make_backend
 from .backends._orchestrator import Orchestrator
@@ -46,16 +46,11 @@ log = logging.getLogger("lbproxy")
 BACKLOG = 1024
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+def _bind(host: str, port: int, shared: bool = False) -> socket.socket:
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
+        return bind_socket(host, port, shared=shared)
     except OSError as e:
-        sock.close()
         raise LbproxyError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
-    return sock
 
 
 class Server:
@@ -147,14 +142,7 @@ class Server:
         # this socket only holds the port (and picks it when port is 0): each worker listens
         # on its own, bound alongside it.
         worker_count = cfg.worker_count()
-        if worker_count > 1:
-            try:
-                sock = bind_shared(cfg.listen.host, cfg.listen.port)
-            except OSError as e:
-                where = f"{cfg.listen.host}:{cfg.listen.port}"
-                raise LbproxyError(f"cannot listen on {where}: {e.strerror or e}") from None
-        else:
-            sock = _bind(cfg.listen.host, cfg.listen.port)
+        sock = _bind(cfg.listen.host, cfg.listen.port, shared=worker_count > 1)
         try:
             admin_sock = _bind(cfg.admin.host, cfg.admin.port)
         except BaseException:
@@ -207,7 +195,14 @@ class Server:
         def admin_routes(api: AdminApi) -> dict[str, Dispatch]:
             # Carried out even if the client leaves (an /add is not undone by a hang-up).
             def serve(request: Request) -> None:
+                request.spawn(api.serve(request), cancel_on_disconnect=False)
+
+            def serve_fresh(request: Request) -> None:
+                # /status shows the workers' counters: added up first.
                 request.spawn(self._fresh(api.serve(request)), cancel_on_disconnect=False)
+
+            if worker_count > 1:
+                return {path: serve_fresh if path == "/status" else serve for path in api.routes}
 
             return dict.fromkeys(api.routes, serve)
 

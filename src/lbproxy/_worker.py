@@ -110,14 +110,15 @@ class Report:
     connections: int
 
 
-def bind_shared(host: str, port: int) -> socket.socket:
-    """A socket bound to ``host:port`` that other processes of this user may bind too: the
-    kernel spreads new connections over those listening (SO_REUSEPORT)."""
+def bind_socket(host: str, port: int, *, shared: bool = False) -> socket.socket:
+    """A TCP socket bound to ``host:port``; ``shared``: one that other processes of this user
+    may bind too, the kernel spreading new connections over those listening (SO_REUSEPORT)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if shared:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
     except BaseException:
         sock.close()
@@ -199,7 +200,8 @@ class Worker:
         if certificate is not None:
             interval = cfg.reload.interval
             self._tasks.append(asyncio.create_task(certificate.watch(lambda: interval)))
-        await front.start(bind_shared(init.host, init.port), backlog=init.backlog)
+        sock = bind_socket(init.host, init.port, shared=True)
+        await front.start(sock, backlog=init.backlog)
         self._channel.send(Ready(os.getpid()))
         listen = asyncio.create_task(self._listen())
         stop = asyncio.create_task(self._stop.wait())
